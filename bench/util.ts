@@ -1,0 +1,162 @@
+/**
+ * Shared helpers of the benchmark harness: timing, statistics, child processes.
+ *
+ * Nothing here asserts timings; failures of the measured operations are counted and reported.
+ */
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import { spawn } from "node:child_process"
+import { performance } from "node:perf_hooks"
+
+export class BenchError extends Data.TaggedError("BenchError")<{
+  readonly message: string
+  readonly cause?: unknown
+}> {}
+
+/** Distribution of one set of samples, in milliseconds. */
+export interface Summary {
+  readonly n: number
+  readonly median: number
+  readonly p10: number
+  readonly p90: number
+  readonly min: number
+  readonly max: number
+}
+
+const quantile = (sorted: ReadonlyArray<number>, q: number): number => {
+  if (sorted.length === 0) return Number.NaN
+  const pos = (sorted.length - 1) * q
+  const lo = Math.floor(pos)
+  const hi = Math.ceil(pos)
+  return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (pos - lo)
+}
+
+export const summarize = (samples: ReadonlyArray<number>): Summary => {
+  const sorted = [...samples].sort((a, b) => a - b)
+  return {
+    n: sorted.length,
+    median: quantile(sorted, 0.5),
+    p10: quantile(sorted, 0.1),
+    p90: quantile(sorted, 0.9),
+    min: sorted.length === 0 ? Number.NaN : sorted[0]!,
+    max: sorted.length === 0 ? Number.NaN : sorted[sorted.length - 1]!
+  }
+}
+
+/** Runs `effect` and returns the wall time it took, in milliseconds, with its value. */
+export const timed = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<readonly [number, A], E, R> =>
+  Effect.suspend(() => {
+    const start = performance.now()
+    return Effect.map(effect, (a) => [performance.now() - start, a] as const)
+  })
+
+/** A set of timings plus how many of the measured operations failed (failures are not timed). */
+export interface Samples {
+  readonly times: ReadonlyArray<number>
+  readonly failures: number
+  readonly firstFailure?: string | undefined
+}
+
+/**
+ * Runs `measure` `warmup` times (discarded), then `runs` times, sequentially. `measure` yields the
+ * time of one run in milliseconds, or `undefined` plus a reason when the measured operation failed.
+ */
+export const sample = <E, R>(
+  runs: number,
+  warmup: number,
+  measure: Effect.Effect<number | { readonly failed: string }, E, R>
+): Effect.Effect<Samples, E, R> =>
+  Effect.gen(function*() {
+    for (let i = 0; i < warmup; i++) yield* measure
+    const times: Array<number> = []
+    let failures = 0
+    let firstFailure: string | undefined
+    for (let i = 0; i < runs; i++) {
+      const r = yield* measure
+      if (typeof r === "number") times.push(r)
+      else {
+        failures++
+        firstFailure ??= r.failed
+      }
+    }
+    return { times, failures, firstFailure }
+  })
+
+export interface ProcessResult {
+  readonly code: number | null
+  readonly signal: string | null
+  readonly stdout: string
+  readonly stderr: string
+  /** From just before `spawn` to the `close` event (exit and stdio closed). */
+  readonly ms: number
+}
+
+/**
+ * Runs a program to completion with stdin from /dev/null, collecting its output. Interruption kills
+ * it.
+ */
+export const run = (
+  command: string,
+  args: ReadonlyArray<string>,
+  options: { readonly env?: NodeJS.ProcessEnv | undefined } = {}
+): Effect.Effect<ProcessResult, BenchError> =>
+  Effect.async<ProcessResult, BenchError>((resume) => {
+    const start = performance.now()
+    const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"], env: options.env ?? process.env })
+    const out: Array<Buffer> = []
+    const err: Array<Buffer> = []
+    child.stdout.on("data", (b: Buffer) => out.push(b))
+    child.stderr.on("data", (b: Buffer) => err.push(b))
+    child.on("error", (cause) => resume(Effect.fail(new BenchError({ message: `spawn ${command} failed`, cause }))))
+    child.on("close", (code, signal) => {
+      const ms = performance.now() - start
+      resume(Effect.succeed({
+        code,
+        signal,
+        stdout: Buffer.concat(out).toString("utf8"),
+        stderr: Buffer.concat(err).toString("utf8"),
+        ms
+      }))
+    })
+    return Effect.sync(() => {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+    })
+  })
+
+/** A failed run as a short reason, or `undefined` when it exited 0. */
+export const failureOf = (r: ProcessResult): string | undefined =>
+  r.code === 0
+    ? undefined
+    : `exit ${r.code ?? r.signal}: ${(r.stderr.trim() || r.stdout.trim()).split("\n").slice(-2).join(" | ")}`
+
+/** Reads a positive integer from the environment. */
+export const envInt = (name: string, fallback: number): number => {
+  const raw = process.env[name]
+  if (raw === undefined || raw === "") return fallback
+  const n = Number.parseInt(raw, 10)
+  return Number.isFinite(n) && n > 0 ? n : fallback
+}
+
+/** How many runs each kind of measurement gets; `BENCH_RUNS` scales them all. */
+export interface RunCounts {
+  /** Slow operations (new connections): `BENCH_RUNS`, default 30. */
+  readonly slow: number
+  /** Fast operations (exec on an open connection, spawn): 4 × `BENCH_RUNS`. */
+  readonly fast: number
+  /** Bursts of concurrent execs: `BENCH_RUNS / 3`, at least 5. */
+  readonly bursts: number
+  readonly warmup: number
+  /** Execs per burst (`BENCH_CONCURRENCY`, default 64). */
+  readonly concurrency: number
+}
+
+export const runCounts = (): RunCounts => {
+  const base = envInt("BENCH_RUNS", 30)
+  return {
+    slow: base,
+    fast: base * 4,
+    bursts: Math.max(5, Math.round(base / 3)),
+    warmup: 3,
+    concurrency: envInt("BENCH_CONCURRENCY", 64)
+  }
+}
