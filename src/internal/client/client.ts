@@ -1,0 +1,81 @@
+/**
+ * `SshClient` over an authenticated ssh2 connection.
+ *
+ * @internal
+ */
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import type * as ssh2 from "ssh2"
+import type { ExecOptions, SshClient } from "../../SshClient.js"
+import { ConnectionError } from "../../SshError.js"
+import { SshOutput } from "../../SshOutput.js"
+import { type ClientState, collectBytes, startProcess } from "./process.js"
+
+/**
+ * Wraps a connected client. `scope` owns the connection: closing the client closes it.
+ *
+ * @internal
+ */
+export const makeClient = (
+  client: ssh2.Client,
+  scope: Scope.CloseableScope,
+  options: { readonly user: string; readonly term: string }
+): SshClient => {
+  let closed = false
+  let lostError: ConnectionError | undefined = undefined
+  client.on("close", () => {
+    lostError ??= new ConnectionError({
+      reason: closed ? "Closed" : "ConnectionLost",
+      detail: closed ? "the client was closed" : "the connection to the sandbox was lost"
+    })
+  })
+  client.on("error", (error) => {
+    lostError ??= new ConnectionError({ reason: "ConnectionLost", detail: error.message, cause: error })
+  })
+  const state: ClientState = {
+    client,
+    term: options.term,
+    lostReason: () => lostError,
+    ensureOpen: Effect.suspend(() =>
+      closed
+        ? Effect.fail(new ConnectionError({ reason: "Closed", detail: "the client was closed" }))
+        : lostError
+        ? Effect.fail(lostError)
+        : Effect.void
+    )
+  }
+  const exec = (command: string, execOptions: ExecOptions = {}) =>
+    Effect.scoped(
+      Effect.gen(function*() {
+        const proc = yield* startProcess(state, command, execOptions)
+        const input = execOptions.stdin === undefined
+          ? Stream.empty
+          : Stream.make(typeof execOptions.stdin === "string" ? Buffer.from(execOptions.stdin) : execOptions.stdin)
+        const [stdout, stderr, exit] = yield* Effect.all([
+          collectBytes(proc.stdout),
+          collectBytes(proc.stderr),
+          proc.exit,
+          Stream.run(input, proc.stdin)
+        ], { concurrency: "unbounded" })
+        return new SshOutput({
+          status: exit.code,
+          stdout,
+          stderr,
+          ...(exit._tag === "Signaled" ? { signal: exit.signal } : {})
+        })
+      })
+    ).pipe(Effect.withSpan("SshClient.exec", { attributes: { command } }))
+
+  return {
+    user: options.user,
+    term: options.term,
+    exec,
+    spawn: (command, processOptions) => startProcess(state, command, processOptions),
+    close: Effect.suspend(() => {
+      closed = true
+      return Scope.close(scope, Exit.void)
+    })
+  }
+}

@@ -1,0 +1,103 @@
+/**
+ * The client side of one SSH connection: connect over a given transport stream, authenticate with a
+ * key, pin the host key.
+ *
+ * @internal
+ */
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import { timingSafeEqual } from "node:crypto"
+import type { Duplex, Readable } from "node:stream"
+import * as ssh2 from "ssh2"
+import { ConnectionError } from "../../SshError.js"
+import type { KeyPair } from "../../SshKeys.js"
+import { serverAlgorithms } from "../server/connection.js"
+
+/** @internal */
+export interface ConnectOptions {
+  readonly sock: Duplex
+  readonly username: string
+  readonly clientKey: KeyPair
+  /** The only host key accepted. */
+  readonly hostKey: Uint8Array
+  readonly cipher?: ReadonlyArray<string> | undefined
+  readonly readyTimeoutMillis?: number | undefined
+}
+
+const sameKey = (a: Uint8Array, b: Uint8Array) => a.length === b.length && timingSafeEqual(a, b)
+
+/**
+ * Connects and authenticates. The connection is ended when the scope closes.
+ *
+ * @internal
+ */
+export const connect = (options: ConnectOptions): Effect.Effect<ssh2.Client, ConnectionError, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.async<ssh2.Client, ConnectionError>((resume) => {
+      const client = new ssh2.Client()
+      client.setMaxListeners(0)
+      let settled = false
+      const fail = (error: ConnectionError) => {
+        if (settled) return
+        settled = true
+        cleanup()
+        client.end()
+        options.sock.destroy()
+        resume(Effect.fail(error))
+      }
+      const onReady = () => {
+        if (settled) return
+        settled = true
+        cleanup()
+        resume(Effect.succeed(client))
+      }
+      const onError = (error: Error & { level?: string }) =>
+        fail(
+          new ConnectionError({
+            reason: error.level === "client-authentication" ? "AuthenticationRejected" : "HandshakeFailed",
+            detail: error.message,
+            cause: error
+          })
+        )
+      const onClose = () => fail(new ConnectionError({ reason: "ConnectionLost", detail: "closed during handshake" }))
+      const cleanup = () => {
+        client.removeListener("ready", onReady)
+        client.removeListener("error", onError)
+        client.removeListener("close", onClose)
+      }
+      client.on("ready", onReady)
+      client.on("error", onError)
+      client.on("close", onClose)
+      client.connect({
+        sock: options.sock as unknown as Readable,
+        username: options.username,
+        privateKey: options.clientKey.privateKey,
+        hostVerifier: (key: Buffer) => sameKey(new Uint8Array(key), options.hostKey),
+        algorithms: {
+          cipher: [...(options.cipher ?? serverAlgorithms.cipher)] as Array<ssh2.CipherAlgorithm>,
+          compress: ["none"]
+        },
+        readyTimeout: options.readyTimeoutMillis ?? 20_000,
+        keepaliveInterval: 0
+      })
+      return Effect.sync(() => {
+        if (settled) return
+        settled = true
+        cleanup()
+        client.end()
+        options.sock.destroy()
+      })
+    }),
+    (client) =>
+      Effect.async<void>((resume) => {
+        const sock = options.sock
+        if (sock.destroyed) return resume(Effect.void)
+        const done = () => resume(Effect.void)
+        client.once("close", done)
+        client.end()
+        return Effect.sync(() => client.removeListener("close", done))
+      }).pipe(
+        Effect.timeoutOption("2 seconds"),
+        Effect.ensuring(Effect.sync(() => options.sock.destroy()))
+      )
+  )

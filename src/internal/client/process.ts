@@ -1,0 +1,155 @@
+/**
+ * A remote command on an exec channel, as a scoped process: stdin Sink, stdout/stderr Streams,
+ * and its exit. Closing the scope while it runs closes the channel, which ends the remote process.
+ *
+ * @internal
+ */
+import * as NodeSink from "@effect/platform-node/NodeSink"
+import * as NodeStream from "@effect/platform-node/NodeStream"
+import * as Chunk from "effect/Chunk"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import type * as ssh2 from "ssh2"
+import { ProcessExit, type WindowSize } from "../../Sandbox.js"
+import type { ProcessOptions, SshProcess } from "../../SshClient.js"
+import type { ConnectionError } from "../../SshError.js"
+import { ChannelError, type SshError } from "../../SshError.js"
+import { signalNumber } from "../signals.js"
+
+/** What a process needs from the client that owns it. @internal */
+export interface ClientState {
+  readonly client: ssh2.Client
+  readonly term: string
+  /** Fails with the reason when the connection is closed or lost, succeeds otherwise. */
+  readonly ensureOpen: Effect.Effect<void, ConnectionError>
+  /** Present once the connection is gone. */
+  readonly lostReason: () => ConnectionError | undefined
+}
+
+const lost = (state: ClientState, detail: string): SshError =>
+  state.lostReason() ?? new ChannelError({ reason: "Closed", detail })
+
+const openChannel = (
+  state: ClientState,
+  command: string,
+  options: ProcessOptions
+): Effect.Effect<ssh2.ClientChannel, SshError> =>
+  Effect.async<ssh2.ClientChannel, SshError>((resume) => {
+    const execOptions: ssh2.ExecOptions = {}
+    if (options.env !== undefined) execOptions.env = { ...options.env }
+    if (options.tty === true) {
+      execOptions.pty = {
+        term: options.term ?? state.term,
+        cols: options.size?.cols ?? 80,
+        rows: options.size?.rows ?? 24,
+        width: 0,
+        height: 0
+      }
+    }
+    let cancelled = false
+    state.client.exec(command, execOptions, (error, channel) => {
+      if (cancelled) {
+        channel?.close()
+        return
+      }
+      if (error) {
+        const reason = state.lostReason()
+        return resume(
+          Effect.fail(reason ?? new ChannelError({ reason: "Refused", detail: error.message, cause: error }))
+        )
+      }
+      resume(Effect.succeed(channel))
+    })
+    return Effect.sync(() => {
+      cancelled = true
+    })
+  })
+
+const waitClosed = (channel: ssh2.ClientChannel): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    if (channel.destroyed) return resume(Effect.void)
+    const done = () => resume(Effect.void)
+    channel.once("close", done)
+    return Effect.sync(() => channel.removeListener("close", done))
+  })
+
+/** @internal */
+export const startProcess = (
+  state: ClientState,
+  command: string,
+  options: ProcessOptions = {}
+): Effect.Effect<SshProcess, SshError, Scope.Scope> =>
+  Effect.gen(function*() {
+    yield* state.ensureOpen
+    const exit = yield* Deferred.make<ProcessExit, SshError>()
+    const channel = yield* Effect.acquireRelease(openChannel(state, command, options), (channel) =>
+      Effect.suspend(() => {
+        if (channel.destroyed) return Effect.void
+        channel.close()
+        return waitClosed(channel).pipe(Effect.timeoutOption("2 seconds"), Effect.asVoid)
+      }))
+    channel.on("exit", (code: number | null, signal?: string, coreDumped?: boolean) => {
+      if (typeof code === "number") {
+        Deferred.unsafeDone(exit, Exit.succeed(ProcessExit.Exited({ code })))
+      } else {
+        const name = (signal ?? "").replace(/^SIG/, "")
+        const n = signalNumber(name)
+        Deferred.unsafeDone(
+          exit,
+          Exit.succeed(ProcessExit.Signaled({ signal: name, code: 128 + (n ?? 0), coreDumped: coreDumped === true }))
+        )
+      }
+    })
+    channel.once("close", () => {
+      Deferred.unsafeDone(
+        exit,
+        Exit.fail(
+          state.lostReason() ??
+            new ChannelError({
+              reason: "NoExitStatus",
+              detail: `channel for ${JSON.stringify(command)} closed without exit-status or exit-signal`
+            })
+        )
+      )
+    })
+    const readError = (cause: unknown): SshError => lost(state, `reading output of ${command}: ${String(cause)}`)
+    const stdout = NodeStream.fromReadable<SshError, Uint8Array>(() => channel, readError, { closeOnDone: false })
+    const stderr = NodeStream.fromReadable<SshError, Uint8Array>(() => channel.stderr, readError, {
+      closeOnDone: false
+    })
+    const stdin = NodeSink.fromWritable<SshError, Uint8Array>(
+      () => channel,
+      (cause) => lost(state, `writing input of ${command}: ${String(cause)}`),
+      { endOnDone: true }
+    )
+    const request = (name: string, send: () => boolean | void) =>
+      Effect.suspend(() => {
+        if (channel.destroyed) {
+          return Effect.fail(new ChannelError({ reason: "Closed", detail: `${name}: channel closed` }))
+        }
+        send()
+        return Effect.void
+      })
+    return {
+      stdin,
+      stdout,
+      stderr,
+      exit: Deferred.await(exit),
+      exitCode: Effect.map(Deferred.await(exit), (exit) => exit.code),
+      isRunning: Effect.map(Deferred.isDone(exit), (done) => !done),
+      signal: (signal: string) => request("signal", () => channel.signal(signal.replace(/^SIG/, ""))),
+      resize: (size: WindowSize) => request("window-change", () => channel.setWindow(size.rows, size.cols, 0, 0))
+    } satisfies SshProcess
+  })
+
+/** Runs a stream to completion, gathering its bytes into one array. @internal */
+export const collectBytes = <E>(stream: Stream.Stream<Uint8Array, E>): Effect.Effect<Uint8Array, E> =>
+  Stream.runCollect(stream).pipe(
+    Effect.map((chunks) => {
+      const parts = Chunk.toReadonlyArray(chunks)
+      return parts.length === 1 ? parts[0]! : new Uint8Array(Buffer.concat(parts))
+    })
+  )

@@ -1,0 +1,212 @@
+/**
+ * A "session" channel on the server side (RFC 4254 §6): pty-req, env, exec, shell, subsystem,
+ * window-change and signal, bridged to a process inside the sandbox.
+ *
+ * @internal
+ */
+import * as NodeSink from "@effect/platform-node/NodeSink"
+import * as NodeStream from "@effect/platform-node/NodeStream"
+import * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as FiberSet from "effect/FiberSet"
+import * as Option from "effect/Option"
+import * as Stream from "effect/Stream"
+import type { Writable } from "node:stream"
+import type * as ssh2 from "ssh2"
+import type { PtyOptions, SandboxProcess, SpawnOptions } from "../../Sandbox.js"
+import { SandboxError } from "../../SshError.js"
+import { exitSignalName } from "../signals.js"
+import type { ServerConfig } from "./connection.js"
+
+interface SessionState {
+  readonly env: Record<string, string>
+  pty: PtyOptions | undefined
+  process: Deferred.Deferred<SandboxProcess>
+  started: boolean
+}
+
+const channelError = (operation: string) => (cause: unknown) =>
+  new SandboxError({ reason: "TransportFailed", operation, detail: String(cause), cause })
+
+/** Waits until everything written to `writable` has been handed to the transport. */
+const flushed = (writable: Writable): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    if (writable.writableLength === 0 || writable.destroyed) return resume(Effect.void)
+    const done = () => {
+      cleanup()
+      resume(Effect.void)
+    }
+    const cleanup = () => {
+      writable.removeListener("drain", done)
+      writable.removeListener("close", done)
+    }
+    writable.on("drain", done)
+    writable.on("close", done)
+    return Effect.sync(cleanup)
+  })
+
+/** Resolves when the channel is closed by either side. */
+const channelClosed = (channel: ssh2.ServerChannel): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    if (channel.destroyed) return resume(Effect.void)
+    const done = () => resume(Effect.void)
+    channel.once("close", done)
+    return Effect.sync(() => channel.removeListener("close", done))
+  })
+
+/**
+ * Runs one command (or the login shell when `command` is undefined) for the life of `channel`:
+ * stdin from the channel, stdout and stderr to it, then exit-status or exit-signal after every byte
+ * of output, then EOF and close. The process is killed when the channel closes first.
+ */
+const runProcess = (
+  channel: ssh2.ServerChannel,
+  command: string | undefined,
+  state: SessionState,
+  config: ServerConfig,
+  touch: () => void
+): Effect.Effect<void> => {
+  const { sandbox } = config
+  const spawnOptions: SpawnOptions = {
+    command: sandbox.info.shell,
+    args: command === undefined ? ["-l"] : ["-c", command],
+    env: state.pty === undefined ? state.env : { ...state.env, TERM: state.pty.term },
+    user: config.user,
+    pty: state.pty
+  }
+  const body = Effect.gen(function*() {
+    const spawned = yield* Effect.either(sandbox.spawn(spawnOptions))
+    if (spawned._tag === "Left") {
+      // As a shell does for a command it cannot start: a reason on stderr and status 127.
+      channel.stderr.write(`sandbox-ssh: ${spawned.left.message}\n`)
+      yield* flushed(channel.stderr)
+      channel.exit(127)
+      channel.end()
+      return
+    }
+    const proc = spawned.right
+    yield* Deferred.succeed(state.process, proc)
+
+    const toChannel = (output: Stream.Stream<Uint8Array, SandboxError>, writable: () => Writable) =>
+      output.pipe(
+        Stream.tap(() => Effect.sync(touch)),
+        Stream.run(NodeSink.fromWritable(writable, channelError("channel write"), { endOnDone: false })),
+        Effect.ignore
+      )
+    const stdin = NodeStream.fromReadable<SandboxError, Uint8Array>(() => channel, channelError("channel read"), {
+      closeOnDone: false
+    }).pipe(
+      Stream.tap(() => Effect.sync(touch)),
+      Stream.run(proc.stdin),
+      Effect.ignore
+    )
+    const stdinFiber = yield* Effect.fork(stdin)
+    const outputs = yield* Effect.fork(
+      Effect.all([toChannel(proc.stdout, () => channel), toChannel(proc.stderr, () => channel.stderr)], {
+        concurrency: 2,
+        discard: true
+      })
+    )
+    const exit = yield* proc.exit
+    yield* Fiber.join(outputs)
+    yield* Fiber.interrupt(stdinFiber)
+    yield* flushed(channel.stderr)
+    yield* flushed(channel)
+    if (exit._tag === "Exited") {
+      channel.exit(exit.code)
+    } else {
+      const name = exitSignalName(exit.signal)
+      // ssh2 can only encode the signals RFC 4254 names; others are reported as 128+n.
+      if (name !== undefined) channel.exit(name, exit.coreDumped, "")
+      else channel.exit(exit.code)
+    }
+    channel.end()
+  })
+  return Effect.scoped(body).pipe(
+    Effect.raceFirst(channelClosed(channel)),
+    Effect.catchAllCause((cause) =>
+      Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logWarning("session failed", cause)
+    ),
+    Effect.ensuring(Effect.sync(() => {
+      if (!channel.destroyed) channel.close()
+    })),
+    Effect.withLogSpan("sandbox-ssh.channel"),
+    Effect.annotateLogs({ command: command ?? "<shell>" })
+  )
+}
+
+/**
+ * Accepts a session channel and serves its requests. Runs until the channel closes.
+ *
+ * @internal
+ */
+export const handleSession = (
+  accept: ssh2.AcceptConnection<ssh2.Session>,
+  _reject: ssh2.RejectConnection,
+  config: ServerConfig,
+  touch: () => void
+): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    const runFork = yield* FiberSet.makeRuntime<never>()
+    const state: SessionState = {
+      env: {},
+      pty: undefined,
+      process: yield* Deferred.make<SandboxProcess>(),
+      started: false
+    }
+    const done = yield* Deferred.make<void>()
+    const session = accept()
+    const whenRunning = (f: (proc: SandboxProcess) => Effect.Effect<void, SandboxError>) =>
+      Deferred.poll(state.process).pipe(
+        Effect.flatMap(Option.match({
+          onNone: () => Effect.void,
+          onSome: (awaitProc) => Effect.flatMap(awaitProc, f)
+        })),
+        Effect.ignore
+      )
+
+    const start = (
+      acceptChannel: ssh2.AcceptConnection<ssh2.ServerChannel>,
+      reject: ssh2.RejectConnection | undefined,
+      command: string | undefined
+    ) => {
+      if (state.started) return reject?.()
+      state.started = true
+      const channel = acceptChannel()
+      runFork(
+        runProcess(channel, command, state, config, touch).pipe(Effect.ensuring(Deferred.succeed(done, void 0)))
+      )
+    }
+
+    session.on("pty", (acceptPty, rejectPty, info: ssh2.PseudoTtyInfo) => {
+      if (state.started) return rejectPty?.()
+      state.pty = { term: info.term || "xterm", cols: info.cols || 80, rows: info.rows || 24 }
+      acceptPty?.()
+    })
+    session.on("env", (acceptEnv, rejectEnv, info: ssh2.SetEnvInfo) => {
+      if (state.started || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(info.key)) return rejectEnv?.()
+      state.env[info.key] = info.val
+      acceptEnv?.()
+    })
+    session.on("exec", (acceptExec, rejectExec, info: ssh2.ExecInfo) => start(acceptExec, rejectExec, info.command))
+    session.on("shell", (acceptShell, rejectShell) => start(acceptShell, rejectShell, undefined))
+    session.on("window-change", (acceptChange, _rejectChange, info: ssh2.WindowChangeInfo) => {
+      acceptChange?.()
+      runFork(whenRunning((proc) => proc.resize({ cols: info.cols, rows: info.rows })))
+    })
+    session.on("signal", (acceptSignal, _rejectSignal, info: ssh2.SignalInfo) => {
+      acceptSignal?.()
+      runFork(whenRunning((proc) => proc.signal(info.name.replace(/^SIG/, ""))))
+    })
+    session.on("sftp", (_acceptSftp, rejectSftp) => rejectSftp?.())
+    session.on("subsystem", (_acceptSub, rejectSub) => rejectSub?.())
+    session.on("x11", (_acceptX11, rejectX11) => rejectX11?.())
+    session.on("auth-agent", (_acceptAgent, rejectAgent) => rejectAgent?.())
+    session.once("close", () => {
+      if (!state.started) Deferred.unsafeDone(done, Exit.void)
+    })
+    yield* Deferred.await(done)
+  }).pipe(Effect.scoped)
