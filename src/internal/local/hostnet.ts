@@ -1,0 +1,56 @@
+/**
+ * TCP connections of a non-isolated sandbox: the host's own network.
+ *
+ * @internal
+ */
+import * as NodeSink from "@effect/platform-node/NodeSink"
+import * as NodeStream from "@effect/platform-node/NodeStream"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import * as Net from "node:net"
+import type { SandboxConnection } from "../../Sandbox.js"
+import { SandboxError } from "../../SshError.js"
+import { fromNodeError } from "./errors.js"
+
+const connectError = (host: string, port: number) => (cause: unknown) => {
+  const error = fromNodeError("connect", `${host}:${port}`)(cause)
+  return error.reason === "TransportFailed" ? new SandboxError({ ...error, reason: "ConnectFailed" }) : error
+}
+
+/** @internal */
+export const connect = (host: string, port: number): Effect.Effect<SandboxConnection, SandboxError, Scope.Scope> =>
+  Effect.suspend(() => {
+    if (!Number.isInteger(port) || port <= 0 || port > 65535) {
+      return Effect.fail(
+        new SandboxError({
+          reason: "InvalidArgument",
+          operation: "connect",
+          path: `${host}:${port}`,
+          detail: "the port must be an integer between 1 and 65535"
+        })
+      )
+    }
+    const onError = connectError(host, port)
+    return Effect.acquireRelease(
+      Effect.async<Net.Socket, SandboxError>((resume) => {
+        const socket = Net.connect({ host, port })
+        const onFailure = (error: Error) => {
+          socket.destroy()
+          resume(Effect.fail(onError(error)))
+        }
+        socket.once("error", onFailure)
+        socket.once("connect", () => {
+          socket.removeListener("error", onFailure)
+          socket.setNoDelay(true)
+          resume(Effect.succeed(socket))
+        })
+        return Effect.sync(() => socket.destroy())
+      }),
+      (socket) => Effect.sync(() => socket.destroy())
+    ).pipe(
+      Effect.map((socket): SandboxConnection => ({
+        input: NodeSink.fromWritable(() => socket, onError),
+        output: NodeStream.fromReadable(() => socket, onError)
+      }))
+    )
+  })

@@ -1,0 +1,311 @@
+/**
+ * One host child process presented as a `SandboxProcess`: stdio as Effect streams/sinks, exit as an
+ * Effect, signals to the command's process group, and a scope finalizer that kills the whole tree.
+ * Both isolation modes launch through here; they differ only in the {@link Launch} they build.
+ *
+ * @internal
+ */
+import * as NodeSink from "@effect/platform-node/NodeSink"
+import * as NodeStream from "@effect/platform-node/NodeStream"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import * as Sink from "effect/Sink"
+import * as Stream from "effect/Stream"
+import * as ChildProcess from "node:child_process"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import type { Readable, Writable } from "node:stream"
+import { ProcessExit, type SandboxProcess, type SignalName, type WindowSize } from "../../Sandbox.js"
+import { SandboxError } from "../../SshError.js"
+import * as Procfs from "./procfs.js"
+
+/**
+ * What to start on the host, and how to reach the command it runs.
+ *
+ * @internal
+ */
+export interface Launch {
+  readonly file: string
+  readonly args: ReadonlyArray<string>
+  readonly env: Readonly<Record<string, string>>
+  /** Host working directory of the launched program (non-isolated mode). */
+  readonly cwd?: string | undefined
+  /** The program is the terminal helper: fd 3 carries its control protocol. */
+  readonly pty: boolean
+  /**
+   * The host pid of the command's process group leader, once it is running. The launched program
+   * may be a wrapper (`nsenter` forks the command), so this can differ from the launched pid.
+   */
+  readonly commandGroup: (launchedPid: number) => number | undefined
+  /**
+   * When the launched program cannot be started: `"exit"` reports it as a shell would (exit 127 or
+   * 126 with the reason on stderr), `"fail"` fails with `SpawnFailed` (the launcher itself is
+   * missing, which is the transport's fault, not the command's).
+   */
+  readonly onStartFailure: "exit" | "fail"
+  /** The command as the user asked for it, for messages. */
+  readonly command: string
+}
+
+type RawExit = readonly [code: number | null, signal: NodeJS.Signals | null]
+
+interface ControlExit {
+  readonly code?: number
+  readonly signal?: string
+  readonly coreDumped?: boolean
+}
+
+const signalNumber = (name: string): number | undefined =>
+  (Os.constants.signals as Record<string, number | undefined>)[`SIG${name}`]
+
+const toProcessExit = ([code, signal]: RawExit, control: ControlExit | undefined): ProcessExit => {
+  if (control !== undefined) {
+    if (typeof control.signal === "string") {
+      return ProcessExit.Signaled({
+        signal: control.signal,
+        code: 128 + (signalNumber(control.signal) ?? 0),
+        coreDumped: control.coreDumped === true
+      })
+    }
+    if (typeof control.code === "number") return ProcessExit.Exited({ code: control.code })
+  }
+  if (signal !== null) {
+    const name = signal.replace(/^SIG/, "")
+    return ProcessExit.Signaled({ signal: name, code: 128 + (signalNumber(name) ?? 0), coreDumped: false })
+  }
+  return ProcessExit.Exited({ code: code ?? 1 })
+}
+
+const streamError = (operation: string) => (cause: unknown) =>
+  new SandboxError({
+    reason: "TransportFailed",
+    operation,
+    detail: cause instanceof Error ? cause.message : String(cause),
+    cause
+  })
+
+const stdinError = (cause: unknown) =>
+  new SandboxError({
+    reason: "Closed",
+    operation: "process stdin",
+    detail: cause instanceof Error ? cause.message : String(cause),
+    cause
+  })
+
+/** A command that could not be started, reported as a shell would. */
+const notStarted = (launch: Launch, error: NodeJS.ErrnoException): SandboxProcess => {
+  const missingCwd = launch.cwd !== undefined && !Fs.existsSync(launch.cwd)
+  const reason = missingCwd
+    ? `cannot change directory to ${launch.cwd}: No such file or directory`
+    : error.code === "ENOENT"
+    ? `${launch.command}: not found`
+    : `${launch.command}: ${error.code === "EACCES" ? "Permission denied" : error.message}`
+  const code = error.code === "ENOENT" ? 127 : 126
+  return {
+    pid: -1,
+    stdin: Sink.drain,
+    stdout: Stream.empty,
+    stderr: launch.pty ? Stream.empty : Stream.make(new TextEncoder().encode(`sandbox-ssh: ${reason}\n`)),
+    exit: Effect.succeed(ProcessExit.Exited({ code })),
+    signal: () => Effect.void,
+    resize: () => Effect.void
+  }
+}
+
+interface Running {
+  readonly child: ChildProcess.ChildProcess
+  readonly exit: Deferred.Deferred<RawExit>
+  readonly control: { exit: ControlExit | undefined }
+}
+
+const start = (launch: Launch): Effect.Effect<Running | SandboxProcess, SandboxError> =>
+  Effect.flatMap(Deferred.make<RawExit>(), (exit) =>
+    Effect.async<Running | SandboxProcess, SandboxError>((resume) => {
+      let child: ChildProcess.ChildProcess
+      try {
+        child = ChildProcess.spawn(launch.file, launch.args, {
+          stdio: launch.pty ? ["pipe", "pipe", "pipe", "pipe"] : ["pipe", "pipe", "pipe"],
+          env: launch.env,
+          cwd: launch.cwd,
+          // its own process group: terminal signals aimed at the host program do not reach it, and
+          // the whole group can be killed at once
+          detached: true
+        })
+      } catch (cause) {
+        // e.g. a NUL byte in an argument
+        resume(Effect.fail(
+          new SandboxError({
+            reason: "InvalidArgument",
+            operation: "spawn",
+            path: launch.command,
+            detail: cause instanceof Error ? cause.message : String(cause),
+            cause
+          })
+        ))
+        return
+      }
+      const control: Running["control"] = { exit: undefined }
+      let rawExit: RawExit | undefined
+      let controlEnded = !launch.pty
+      const maybeDone = () => {
+        if (rawExit !== undefined && controlEnded) Deferred.unsafeDone(exit, Effect.succeed(rawExit))
+      }
+      if (launch.pty) {
+        const socket = child.stdio[3] as Readable
+        let buffered = ""
+        socket.setEncoding("utf8")
+        socket.on("data", (data: string) => {
+          buffered += data
+          let newline: number
+          while ((newline = buffered.indexOf("\n")) >= 0) {
+            const line = buffered.slice(0, newline)
+            buffered = buffered.slice(newline + 1)
+            try {
+              const message = JSON.parse(line) as { exit?: ControlExit }
+              if (message.exit !== undefined) control.exit = message.exit
+            } catch {
+              // not ours; ignore
+            }
+          }
+        })
+        socket.on("error", () => {})
+        socket.once("close", () => {
+          controlEnded = true
+          maybeDone()
+        })
+      }
+      child.on("exit", (code, signal) => {
+        rawExit = [code, signal]
+        maybeDone()
+      })
+      const onError = (error: NodeJS.ErrnoException) => {
+        child.removeListener("spawn", onSpawn)
+        if (launch.onStartFailure === "exit") {
+          resume(Effect.succeed(notStarted(launch, error)))
+        } else {
+          resume(Effect.fail(
+            new SandboxError({
+              reason: "SpawnFailed",
+              operation: "spawn",
+              path: launch.file,
+              detail: error.message,
+              cause: error
+            })
+          ))
+        }
+      }
+      const onSpawn = () => {
+        child.removeListener("error", onError)
+        // later errors (e.g. a failed kill) are reported through the operations that cause them
+        child.on("error", () => {})
+        resume(Effect.succeed({ child, exit, control }))
+      }
+      child.once("error", onError)
+      child.once("spawn", onSpawn)
+    }))
+
+const isRunning = (value: Running | SandboxProcess): value is Running => "child" in value
+
+const destroyStdio = (child: ChildProcess.ChildProcess) => {
+  for (const stream of child.stdio) stream?.destroy()
+}
+
+/** Kills the whole tree, waits (bounded) for the exit, and never fails. */
+const release = (value: Running | SandboxProcess) =>
+  isRunning(value)
+    ? Effect.flatMap(Deferred.isDone(value.exit), (done) =>
+      (done ? Effect.void : Effect.sync(() => {
+        if (value.child.pid !== undefined) Procfs.signalTree(value.child.pid, "SIGKILL")
+      }).pipe(
+        Effect.zipRight(Effect.timeoutOption(Deferred.await(value.exit), Duration.seconds(5)))
+      )).pipe(
+        Effect.ensuring(Effect.sync(() => destroyStdio(value.child))),
+        Effect.ignore
+      ))
+    : Effect.void
+
+const invalidSignal = (signal: string) =>
+  new SandboxError({ reason: "InvalidArgument", operation: "signal", detail: `unknown signal ${signal}` })
+
+const findGroup = (launch: Launch, pid: number) =>
+  Effect.suspend(() => {
+    const group = launch.commandGroup(pid)
+    return group === undefined ? Effect.fail("not yet" as const) : Effect.succeed(group)
+  }).pipe(
+    // the wrapper forks the command a moment after it starts
+    Effect.retry(Schedule.spaced(Duration.millis(2)).pipe(Schedule.upTo(Duration.seconds(2)))),
+    Effect.option
+  )
+
+const toSandboxProcess = (launch: Launch, running: Running): SandboxProcess => {
+  const { child } = running
+  const pid = child.pid!
+  const writeControl = (message: unknown) =>
+    Effect.suspend(() => {
+      const socket = child.stdio[3] as Writable | null
+      if (socket === null || socket.destroyed || !socket.writable) return Effect.void
+      return Effect.sync(() => socket.write(JSON.stringify(message) + "\n"))
+    })
+
+  const signal = (name: SignalName): Effect.Effect<void, SandboxError> =>
+    Effect.suspend(() => {
+      const number = signalNumber(name)
+      if (number === undefined) return Effect.fail(invalidSignal(name))
+      return Effect.flatMap(Deferred.isDone(running.exit), (done) => {
+        if (done) return Effect.void
+        if (launch.pty) return writeControl({ signal: name })
+        return Effect.flatMap(findGroup(launch, pid), (group) =>
+          Effect.sync(() => {
+            if (group._tag === "Some") Procfs.signalGroup(group.value, `SIG${name}` as NodeJS.Signals)
+          }))
+      })
+    })
+
+  const resize = (size: WindowSize): Effect.Effect<void, SandboxError> => {
+    if (!launch.pty) {
+      return Effect.fail(
+        new SandboxError({ reason: "Unsupported", operation: "resize", detail: "the process has no terminal" })
+      )
+    }
+    if (!isValidSize(size)) {
+      return Effect.fail(
+        new SandboxError({
+          reason: "InvalidArgument",
+          operation: "resize",
+          detail: `terminal size must be positive integers, got ${size.cols}x${size.rows}`
+        })
+      )
+    }
+    return writeControl({ resize: [size.cols, size.rows] })
+  }
+
+  return {
+    pid,
+    stdin: NodeSink.fromWritable(() => child.stdin!, stdinError),
+    stdout: NodeStream.fromReadable(() => child.stdout!, streamError("process stdout")),
+    stderr: NodeStream.fromReadable(() => child.stderr!, streamError("process stderr")),
+    exit: Effect.map(Deferred.await(running.exit), (raw) => toProcessExit(raw, running.control.exit)),
+    signal,
+    resize
+  }
+}
+
+/** @internal */
+export const isValidSize = (size: WindowSize): boolean =>
+  Number.isInteger(size.cols) && Number.isInteger(size.rows) && size.cols > 0 && size.rows > 0 &&
+  size.cols <= 65535 && size.rows <= 65535
+
+/**
+ * Starts `launch` in the current scope. Closing the scope kills the process tree if it is still
+ * running and waits for it to exit.
+ *
+ * @internal
+ */
+export const spawn = (launch: Launch): Effect.Effect<SandboxProcess, SandboxError, Scope.Scope> =>
+  Effect.map(
+    Effect.acquireRelease(start(launch), release),
+    (value) => isRunning(value) ? toSandboxProcess(launch, value) : value
+  )

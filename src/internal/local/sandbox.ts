@@ -1,0 +1,291 @@
+/**
+ * Assembles a `Sandbox` from the local parts: an isolated one (bubblewrap + nsenter) or a
+ * non-isolated one (plain host processes and files).
+ *
+ * @internal
+ */
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import type * as ChildProcess from "node:child_process"
+import * as FsPromises from "node:fs/promises"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import type { Sandbox, SandboxFileSystem, SpawnOptions } from "../../Sandbox.js"
+import { type InvalidOptionError, SandboxError } from "../../SshError.js"
+import * as Bubblewrap from "./bubblewrap.js"
+import { unsupported } from "./errors.js"
+import * as HostFs from "./hostfs.js"
+import * as HostNet from "./hostnet.js"
+import * as Options from "./options.js"
+import * as LocalProcess from "./process.js"
+import * as Procfs from "./procfs.js"
+import * as Pty from "./pty.js"
+import * as Users from "./users.js"
+
+/**
+ * What other local parts (e.g. the in-sandbox agent for files and TCP) need to reach a sandbox.
+ *
+ * @internal
+ */
+export interface LocalSandboxInternals {
+  readonly isolation: "bubblewrap" | "none"
+  /** The sandbox directory on the host. */
+  readonly root: string
+  /** Host directory bound read-only at `/run/sandbox-ssh` inside (helper scripts live here). */
+  readonly runtimeDir: string
+  /** Isolated mode: host pid of bwrap's pid 1 in the sandbox's namespaces, the `nsenter` target. */
+  readonly nsenterTarget?: number | undefined
+  /** Isolated mode: the bwrap process; its stdin is the init's stdin. */
+  readonly bwrap?: ChildProcess.ChildProcess | undefined
+}
+
+const registry = new WeakMap<Sandbox, LocalSandboxInternals>()
+
+/**
+ * The internals of a sandbox made by `LocalSandbox.make`, or `undefined` for any other sandbox.
+ *
+ * @internal
+ */
+export const internals = (sandbox: Sandbox): LocalSandboxInternals | undefined => registry.get(sandbox)
+
+const temporaryRoot = Effect.acquireRelease(
+  Effect.tryPromise({
+    try: () => FsPromises.mkdtemp(Path.join(Os.tmpdir(), "sandbox-ssh-")),
+    catch: (cause) =>
+      new SandboxError({
+        reason: "TransportFailed",
+        operation: "create sandbox",
+        detail: `cannot create a temporary directory: ${cause instanceof Error ? cause.message : String(cause)}`,
+        cause
+      })
+  }),
+  (dir) => Effect.promise(() => FsPromises.rm(dir, { recursive: true, force: true }).catch(() => undefined))
+)
+
+const nativeMissing = () =>
+  new SandboxError({
+    reason: "Unsupported",
+    operation: "spawn",
+    detail: "terminals need @lydell/node-pty's prebuilt binary for this platform, which is not installed"
+  })
+
+const checkPty = (options: SpawnOptions) =>
+  options.pty === undefined || LocalProcess.isValidSize(options.pty)
+    ? Effect.void
+    : Effect.fail(
+      new SandboxError({
+        reason: "InvalidArgument",
+        operation: "spawn",
+        detail: `terminal size must be positive integers, got ${options.pty.cols}x${options.pty.rows}`
+      })
+    )
+
+/** The command group of an nsenter'd process: nsenter's forked child once `setsid` made it a leader. */
+const enteredGroup = (nsenterPid: number): number | undefined => {
+  const child = Procfs.children(nsenterPid)[0]
+  if (child === undefined) return undefined
+  return Procfs.groupOf(child)?.[0] === child ? child : undefined
+}
+
+const agentPending = (operation: string, path?: string) =>
+  Effect.fail(
+    unsupported(
+      operation,
+      "file operations and TCP connections of an isolated local sandbox are served by its in-sandbox agent, " +
+        "which is not available yet",
+      path
+    )
+  )
+
+const pendingFileSystem: SandboxFileSystem = {
+  stat: (path) => agentPending("stat", path),
+  lstat: (path) => agentPending("lstat", path),
+  open: (path) => agentPending("open", path),
+  readDirectory: (path) => agentPending("readdir", path),
+  makeDirectory: (path) => agentPending("mkdir", path),
+  removeDirectory: (path) => agentPending("rmdir", path),
+  remove: (path) => agentPending("remove", path),
+  rename: (path) => agentPending("rename", path),
+  realPath: (path) => agentPending("realpath", path),
+  readLink: (path) => agentPending("readlink", path),
+  symlink: (_, path) => agentPending("symlink", path),
+  link: (_, path) => agentPending("link", path),
+  setStat: (path) => agentPending("setstat", path),
+  statFileSystem: (path) => agentPending("statvfs", path)
+}
+
+const makeIsolated = (resolved: Options.Resolved, root: string) =>
+  Effect.gen(function*() {
+    const workdir = resolved.workdir ?? "/root"
+    yield* Bubblewrap.prepareRoot({ root, hostname: resolved.hostname, shell: resolved.shell })
+    const runtimeDir = yield* Pty.runtimeDirectory
+    const nativeDir = Pty.nativeDirectory()
+    const box = yield* Bubblewrap.start({
+      bwrap: resolved.bwrap!,
+      root,
+      hostname: resolved.hostname,
+      shell: resolved.shell,
+      runtimeDir,
+      nativeDir
+    })
+
+    const spawn = (options: SpawnOptions) =>
+      Effect.gen(function*() {
+        if (box.isClosed()) {
+          return yield* Effect.fail(
+            new SandboxError({ reason: "Closed", operation: "spawn", detail: "the sandbox is closed" })
+          )
+        }
+        yield* checkPty(options)
+        if (options.pty !== undefined && nativeDir === undefined) return yield* Effect.fail(nativeMissing())
+        const user = yield* Users.lookup(root, options.user ?? "root")
+        const env: Record<string, string> = {
+          PATH: Bubblewrap.basePath,
+          HOME: user.home,
+          USER: user.name,
+          LOGNAME: user.name,
+          SHELL: user.shell === "" ? resolved.shell : user.shell,
+          ...(options.pty === undefined ? {} : { TERM: options.pty.term }),
+          ...resolved.env,
+          ...options.env
+        }
+        const cwd = options.cwd ?? workdir
+        const args = options.args ?? []
+        return yield* LocalProcess.spawn(
+          options.pty === undefined
+            ? {
+              file: Bubblewrap.nsenterPath,
+              args: Bubblewrap.enterArgs(box.target, user, cwd, [options.command, ...args]),
+              env,
+              pty: false,
+              commandGroup: enteredGroup,
+              onStartFailure: "fail",
+              command: options.command
+            }
+            : {
+              file: Bubblewrap.nsenterPath,
+              args: Bubblewrap.enterArgs(
+                box.target,
+                user,
+                undefined,
+                Bubblewrap.ptyHelperArgv({
+                  file: options.command,
+                  args,
+                  cwd,
+                  env,
+                  cols: options.pty.cols,
+                  rows: options.pty.rows
+                })
+              ),
+              env: { PATH: Bubblewrap.basePath },
+              pty: true,
+              commandGroup: enteredGroup,
+              onStartFailure: "fail",
+              command: options.command
+            }
+        )
+      })
+
+    const sandbox: Sandbox = {
+      info: { transport: "local", isolated: true, isolation: "bubblewrap", shell: resolved.shell, workdir, root },
+      spawn,
+      fs: pendingFileSystem,
+      connect: (host, port) => agentPending("connect", `${host}:${port}`)
+    }
+    registry.set(sandbox, {
+      isolation: "bubblewrap",
+      root,
+      runtimeDir,
+      nsenterTarget: box.target,
+      bwrap: box.process
+    })
+    return sandbox
+  })
+
+const makeHost = (resolved: Options.Resolved, root: string) =>
+  Effect.gen(function*() {
+    const workdir = resolved.workdir === undefined ? root : Path.resolve(root, resolved.workdir)
+    const runtimeDir = yield* Pty.runtimeDirectory
+    const nativeDir = Pty.nativeDirectory()
+    const hostUser = Os.userInfo().username
+    let closed = false
+    yield* Effect.addFinalizer(() => Effect.sync(() => (closed = true)))
+
+    const spawn = (options: SpawnOptions) =>
+      Effect.gen(function*() {
+        if (closed) {
+          return yield* Effect.fail(
+            new SandboxError({ reason: "Closed", operation: "spawn", detail: "the sandbox is closed" })
+          )
+        }
+        yield* checkPty(options)
+        if (options.user !== undefined && options.user !== hostUser) {
+          return yield* Effect.fail(
+            new SandboxError({
+              reason: "Unsupported",
+              operation: "spawn",
+              detail: `a non-isolated sandbox runs every process as the host user ${hostUser}, ` +
+                `not ${JSON.stringify(options.user)}`
+            })
+          )
+        }
+        const env: Record<string, string> = {
+          ...(process.env as Record<string, string>),
+          ...(options.pty === undefined ? {} : { TERM: options.pty.term }),
+          ...resolved.env,
+          ...options.env
+        }
+        const cwd = options.cwd === undefined ? workdir : Path.resolve(workdir, options.cwd)
+        const args = options.args ?? []
+        if (options.pty === undefined) {
+          return yield* LocalProcess.spawn({
+            file: options.command,
+            args,
+            env,
+            cwd,
+            pty: false,
+            commandGroup: (pid) => pid,
+            onStartFailure: "exit",
+            command: options.command
+          })
+        }
+        if (nativeDir === undefined) return yield* Effect.fail(nativeMissing())
+        return yield* LocalProcess.spawn({
+          file: process.execPath,
+          args: Pty.hostHelperArgv(runtimeDir, nativeDir, {
+            file: options.command,
+            args,
+            cwd,
+            env,
+            cols: options.pty.cols,
+            rows: options.pty.rows
+          }),
+          env: { PATH: process.env.PATH ?? Bubblewrap.basePath },
+          cwd: "/",
+          pty: true,
+          commandGroup: (pid) => pid,
+          onStartFailure: "fail",
+          command: options.command
+        })
+      })
+
+    const sandbox: Sandbox = {
+      info: { transport: "local", isolated: false, isolation: "none", shell: resolved.shell, workdir, root },
+      spawn,
+      fs: HostFs.make(workdir),
+      connect: HostNet.connect
+    }
+    registry.set(sandbox, { isolation: "none", root, runtimeDir })
+    return sandbox
+  })
+
+/** @internal */
+export const make = (
+  options: Options.Options = {}
+): Effect.Effect<Sandbox, SandboxError | InvalidOptionError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const resolved = yield* Options.resolve(options)
+    // acquired before the sandbox so that it is removed after the sandbox ended
+    const root = resolved.root ?? (yield* temporaryRoot)
+    return resolved.isolation === "bubblewrap" ? yield* makeIsolated(resolved, root) : yield* makeHost(resolved, root)
+  })
