@@ -68,9 +68,13 @@ const openChannel = (
     })
   })
 
+/** ssh2 does not mark closed channels `destroyed`; its own state says whether CLOSE was received. */
+const isClosed = (channel: ssh2.ClientChannel): boolean =>
+  (channel as unknown as { incoming?: { state?: string } }).incoming?.state === "closed"
+
 const waitClosed = (channel: ssh2.ClientChannel): Effect.Effect<void> =>
   Effect.async<void>((resume) => {
-    if (channel.destroyed) return resume(Effect.void)
+    if (isClosed(channel)) return resume(Effect.void)
     const done = () => resume(Effect.void)
     channel.once("close", done)
     return Effect.sync(() => channel.removeListener("close", done))
@@ -87,9 +91,9 @@ export const startProcess = (
     const exit = yield* Deferred.make<ProcessExit, SshError>()
     const channel = yield* Effect.acquireRelease(openChannel(state, command, options), (channel) =>
       Effect.suspend(() => {
-        if (channel.destroyed) return Effect.void
+        if (isClosed(channel)) return Effect.void
         channel.close()
-        return waitClosed(channel).pipe(Effect.timeoutOption("2 seconds"), Effect.asVoid)
+        return waitClosed(channel).pipe(Effect.interruptible, Effect.timeoutOption("2 seconds"), Effect.asVoid)
       }))
     channel.on("exit", (code: number | null, signal?: string, coreDumped?: boolean) => {
       if (typeof code === "number") {

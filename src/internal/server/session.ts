@@ -49,9 +49,12 @@ const flushed = (writable: Writable): Effect.Effect<void> =>
   })
 
 /** Resolves when the channel is closed by either side. */
+const isClosed = (channel: ssh2.ServerChannel): boolean =>
+  (channel as unknown as { incoming?: { state?: string } }).incoming?.state === "closed"
+
 const channelClosed = (channel: ssh2.ServerChannel): Effect.Effect<void> =>
   Effect.async<void>((resume) => {
-    if (channel.destroyed) return resume(Effect.void)
+    if (isClosed(channel)) return resume(Effect.void)
     const done = () => resume(Effect.void)
     channel.once("close", done)
     return Effect.sync(() => channel.removeListener("close", done))
@@ -130,9 +133,7 @@ const runProcess = (
     Effect.catchAllCause((cause) =>
       Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logWarning("session failed", cause)
     ),
-    Effect.ensuring(Effect.sync(() => {
-      if (!channel.destroyed) channel.close()
-    })),
+    Effect.ensuring(Effect.sync(() => channel.close())),
     Effect.withLogSpan("sandbox-ssh.channel"),
     Effect.annotateLogs({ command: command ?? "<shell>" })
   )
