@@ -16,7 +16,7 @@ import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as os from "node:os"
 import * as Anchor from "./anchor.js"
-import type { OursResults } from "./ours.js"
+import type { OursResults } from "./measure.js"
 import type { Samples } from "./util.js"
 import { run, runCounts, summarize } from "./util.js"
 
