@@ -122,12 +122,12 @@ const main = Effect.gen(function*() {
       ""
     ],
     [
-      "exec overhead: exec - spawn",
-      o === undefined ? "n/a" : ms(execMed - spawnMed),
+      "exec overhead: exec - spawn (paired rounds)",
+      o === undefined ? "n/a" : ms(med(o.execMinusSpawn)),
       "",
       "",
       "<= 1 ms",
-      verdict(o === undefined ? undefined : execMed - spawnMed <= 1)
+      verdict(o === undefined ? undefined : med(o.execMinusSpawn) <= 1)
     ]
   ]
 
@@ -167,9 +167,13 @@ const main = Effect.gen(function*() {
   }
   spread("ours openClient", o?.openClient)
   spread("ours connect+exec+close", o?.connectExec)
+  spread("  phase: openClient", o?.connectPhases.open)
+  spread("  phase: first exec true", o?.connectPhases.exec)
+  spread("  phase: close", o?.connectPhases.close)
   spread("ours exec true", o?.exec)
   spread(`ours ${n} concurrent execs`, o?.concurrent)
   spread("ours sandbox.spawn", o?.spawn)
+  spread("ours exec - spawn, same round", o?.execMinusSpawn)
   spread("anchor (a) new connection + true", a.connect)
   spread("anchor (b) mux exec true", a.muxExec)
   spread(`anchor (c) ${n} concurrent mux execs`, a.concurrent)
