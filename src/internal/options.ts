@@ -40,14 +40,18 @@ export const validTimeout = (
   fallback: Duration.Duration
 ): Effect.Effect<Duration.Duration, InvalidOptionError> => {
   if (input === undefined) return Effect.succeed(fallback)
-  if (typeof input === "number" && (!Number.isFinite(input) || input < 0)) {
-    return Effect.fail(new InvalidOptionError({ option, detail: `must be a non-negative duration, got ${input}` }))
+  // Duration clamps negative inputs to zero (which means "disabled" here), so refuse them first.
+  const negative = (typeof input === "number" && !(input >= 0)) ||
+    (typeof input === "bigint" && input < 0n) ||
+    (typeof input === "string" && input.trim().startsWith("-")) ||
+    (Array.isArray(input) && (input[0] < 0 || input[1] < 0))
+  if (negative) {
+    return Effect.fail(
+      new InvalidOptionError({ option, detail: `must be a non-negative duration, got ${String(input)}` })
+    )
   }
   return Option.match(Duration.decodeUnknown(input), {
     onNone: () => Effect.fail(new InvalidOptionError({ option, detail: `${JSON.stringify(input)} is not a duration` })),
-    onSome: (duration) =>
-      Duration.lessThan(duration, Duration.zero)
-        ? Effect.fail(new InvalidOptionError({ option, detail: "must not be negative" }))
-        : Effect.succeed(duration)
+    onSome: Effect.succeed
   })
 }

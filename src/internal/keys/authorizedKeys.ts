@@ -5,7 +5,7 @@
  *
  * @internal
  */
-import * as ssh2 from "ssh2"
+import ssh2 from "ssh2"
 import type { AuthorizedKey, AuthorizedKeyOption, AuthorizedKeys } from "../../SshKeys.js"
 import { fingerprint } from "./keyPair.js"
 

@@ -4,8 +4,8 @@
  * @internal
  */
 import * as Effect from "effect/Effect"
-import { createHash } from "node:crypto"
-import * as ssh2 from "ssh2"
+import { createHash, generateKeyPairSync, randomBytes } from "node:crypto"
+import ssh2 from "ssh2"
 import { KeyError } from "../../SshError.js"
 import type { KeyPair } from "../../SshKeys.js"
 
@@ -38,11 +38,58 @@ const toKeyPair = (pem: string, parsed: ssh2.ParsedKey): KeyPair => {
   }
 }
 
+const sshString = (data: Uint8Array | string): Buffer => {
+  const bytes = typeof data === "string" ? Buffer.from(data) : Buffer.from(data)
+  const length = Buffer.alloc(4)
+  length.writeUInt32BE(bytes.length)
+  return Buffer.concat([length, bytes])
+}
+
+const uint32 = (n: number): Buffer => {
+  const b = Buffer.alloc(4)
+  b.writeUInt32BE(n)
+  return b
+}
+
+/**
+ * Encodes an Ed25519 key in the OpenSSH private key format (PROTOCOL.key), unencrypted.
+ * ssh2's own generator drops a leading zero byte of the public key about once in 250 keys and
+ * then cannot parse its own output, so keys are made with node:crypto and encoded here.
+ */
+const encodeOpenSshEd25519 = (seed: Buffer, publicKey: Buffer, comment: string): string => {
+  const publicBlob = Buffer.concat([sshString("ssh-ed25519"), sshString(publicKey)])
+  const check = randomBytes(4)
+  const body = Buffer.concat([
+    check,
+    check,
+    sshString("ssh-ed25519"),
+    sshString(publicKey),
+    sshString(Buffer.concat([seed, publicKey])),
+    sshString(comment)
+  ])
+  const padding = Buffer.from(Array.from({ length: (8 - (body.length % 8)) % 8 }, (_, i) => i + 1))
+  const key = Buffer.concat([
+    Buffer.from("openssh-key-v1\0"),
+    sshString("none"),
+    sshString("none"),
+    sshString(""),
+    uint32(1),
+    sshString(publicBlob),
+    sshString(Buffer.concat([body, padding]))
+  ])
+  const lines = key.toString("base64").match(/.{1,70}/g) ?? []
+  return `-----BEGIN OPENSSH PRIVATE KEY-----\n${lines.join("\n")}\n-----END OPENSSH PRIVATE KEY-----\n`
+}
+
 /** @internal */
-export const generateEd25519 = (comment?: string): Effect.Effect<KeyPair> =>
+export const generateEd25519 = (comment = ""): Effect.Effect<KeyPair> =>
   Effect.sync(() => {
-    const generated = ssh2.utils.generateKeyPairSync("ed25519", comment === undefined ? {} : { comment })
-    const parsed = ssh2.utils.parseKey(generated.private)
+    const { privateKey, publicKey } = generateKeyPairSync("ed25519")
+    // The raw key material is the tail of the DER encodings (32 bytes each).
+    const seed = privateKey.export({ format: "der", type: "pkcs8" }).subarray(-32)
+    const raw = publicKey.export({ format: "der", type: "spki" }).subarray(-32)
+    const pem = encodeOpenSshEd25519(seed, raw, comment)
+    const parsed = ssh2.utils.parseKey(pem)
     if (parsed instanceof Error) throw parsed
-    return toKeyPair(generated.private, parsed)
+    return toKeyPair(pem, parsed)
   })
