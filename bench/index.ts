@@ -14,6 +14,7 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Cause from "effect/Cause"
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
+import * as fs from "node:fs"
 import * as os from "node:os"
 import * as Anchor from "./anchor.js"
 import type { OursResults } from "./measure.js"
@@ -39,9 +40,29 @@ const shellOut = (command: string, args: ReadonlyArray<string>) =>
     Effect.orElseSucceed(() => "n/a")
   )
 
+/** Live child processes of this process (Linux /proc), as "pid command". */
+const childProcesses = (): ReadonlyArray<string> => {
+  try {
+    const tasks = fs.readdirSync(`/proc/${process.pid}/task`)
+    const pids = tasks.flatMap((t) =>
+      fs.readFileSync(`/proc/${process.pid}/task/${t}/children`, "utf8").trim().split(/\s+/).filter((x) => x !== "")
+    )
+    return pids.map((pid) => {
+      try {
+        return `${pid} ${fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ").trim().slice(0, 80)}`
+      } catch {
+        return pid
+      }
+    })
+  } catch {
+    return []
+  }
+}
+
 const main = Effect.gen(function*() {
   const counts = runCounts()
   const started = new Date()
+  const childrenBefore = childProcesses() // e.g. tsx's esbuild service
   const [commit, bwrap] = yield* Effect.all([
     shellOut("git", ["rev-parse", "--short", "HEAD"]),
     shellOut("bwrap", ["--version"])
@@ -69,6 +90,8 @@ const main = Effect.gen(function*() {
     })
   )
   const o = typeof oursOutcome === "string" ? undefined : oursOutcome
+  // Both sides have closed their scopes: nothing they started should still be our child.
+  const leftovers = childProcesses().filter((c) => !childrenBefore.includes(c))
 
   const spawnMed = med(o?.spawn)
   const execMed = med(o?.exec)
@@ -180,6 +203,9 @@ const main = Effect.gen(function*() {
   spread("anchor (d) node spawn /bin/sh", a.localSpawn)
   lines.push(
     "",
+    leftovers.length === 0
+      ? "cleanup: no child process left after both sides closed their scopes"
+      : `cleanup: ${leftovers.length} child process(es) LEFT after both sides closed: ${leftovers.join("; ")}`,
     "not measured yet (SPEC §4): SFTP 256 MiB read/write, streaming exec (cat) up/down, serve --stdio under ssh, memory."
   )
   yield* Console.log(lines.join("\n"))
