@@ -93,3 +93,51 @@ export const signalTree = (pid: number, signal: NodeJS.Signals): void => {
 /** Signals a process group, or the process alone when it leads none. @internal */
 export const signalGroup = (pid: number, signal: NodeJS.Signals): boolean =>
   trySignal(-pid, signal) || trySignal(pid, signal)
+
+/** Start time of a process in clock ticks since boot, or undefined when it is gone. @internal */
+export const startTime = (pid: number): number | undefined => {
+  try {
+    const stat = Fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19])
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Kills (SIGKILL) every process of the given process groups (`pgid → start time of its leader`)
+ * that started no earlier than its leader. A group id is not reused while any process is in the
+ * group; callers forget groups that emptied, so only a group that emptied and had its id reused
+ * within the sandbox's lifetime (a pid wrap-around) could be hit by mistake. Never throws.
+ *
+ * @internal
+ */
+export const killGroups = (groups: ReadonlyMap<number, number>): void => {
+  if (groups.size === 0) return
+  let entries: Array<string>
+  try {
+    entries = Fs.readdirSync("/proc")
+  } catch {
+    return
+  }
+  for (const entry of entries) {
+    const pid = Number(entry)
+    if (!Number.isInteger(pid) || entry === "") continue
+    const group = groupOf(pid)
+    if (group === undefined || group[0] === ownGroup) continue
+    const since = groups.get(group[0])
+    if (since === undefined) continue
+    const started = startTime(pid)
+    if (started !== undefined && started >= since) trySignal(pid, "SIGKILL")
+  }
+}
+
+/** Whether any process is in the process group. @internal */
+export const groupHasMembers = (pgid: number): boolean => {
+  try {
+    process.kill(-pgid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM"
+  }
+}

@@ -10,7 +10,7 @@ import type * as ChildProcess from "node:child_process"
 import * as FsPromises from "node:fs/promises"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import type { Sandbox, SandboxFileSystem, SpawnOptions } from "../../Sandbox.js"
+import type { Sandbox, SandboxFileSystem, SandboxProcess, SpawnOptions } from "../../Sandbox.js"
 import { type InvalidOptionError, SandboxError } from "../../SshError.js"
 import * as Bubblewrap from "./bubblewrap.js"
 import { unsupported } from "./errors.js"
@@ -48,9 +48,18 @@ const registry = new WeakMap<Sandbox, LocalSandboxInternals>()
  */
 export const internals = (sandbox: Sandbox): LocalSandboxInternals | undefined => registry.get(sandbox)
 
+/**
+ * A fresh sandbox directory `<tmp>/sandbox-ssh-XXXXXX/root`: the root itself is 0755 so that the
+ * sandbox's non-root users can traverse `/`, while its 0700 parent keeps host users out (the
+ * sandbox's root may create set-uid files in it).
+ */
 const temporaryRoot = Effect.acquireRelease(
   Effect.tryPromise({
-    try: () => FsPromises.mkdtemp(Path.join(Os.tmpdir(), "sandbox-ssh-")),
+    try: async () => {
+      const parent = await FsPromises.mkdtemp(Path.join(Os.tmpdir(), "sandbox-ssh-"))
+      await FsPromises.mkdir(Path.join(parent, "root"), { mode: 0o755 })
+      return parent
+    },
     catch: (cause) =>
       new SandboxError({
         reason: "TransportFailed",
@@ -209,7 +218,26 @@ const makeHost = (resolved: Options.Resolved, root: string) =>
     const nativeDir = Pty.nativeDirectory()
     const hostUser = Os.userInfo().username
     let closed = false
-    yield* Effect.addFinalizer(() => Effect.sync(() => (closed = true)))
+    // process groups started here (pgid → leader start time): background jobs left by a process
+    // die with the sandbox, as they do in an isolated one
+    const groups = new Map<number, number>()
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        closed = true
+        Procfs.killGroups(groups)
+      })
+    )
+    const track = (process: SandboxProcess) =>
+      process.pid <= 0 ? Effect.succeed(process) : Effect.acquireRelease(
+        Effect.sync(() => {
+          groups.set(process.pid, Procfs.startTime(process.pid) ?? 0)
+          return process
+        }),
+        () =>
+          Effect.sync(() => {
+            if (!Procfs.groupHasMembers(process.pid)) groups.delete(process.pid)
+          })
+      )
 
     const spawn = (options: SpawnOptions) =>
       Effect.gen(function*() {
@@ -238,35 +266,41 @@ const makeHost = (resolved: Options.Resolved, root: string) =>
         const cwd = options.cwd === undefined ? workdir : Path.resolve(workdir, options.cwd)
         const args = options.args ?? []
         if (options.pty === undefined) {
-          return yield* LocalProcess.spawn({
-            file: options.command,
-            args,
-            env,
-            cwd,
-            pty: false,
-            commandGroup: (pid) => pid,
-            onStartFailure: "exit",
-            command: options.command
-          })
+          return yield* Effect.flatMap(
+            LocalProcess.spawn({
+              file: options.command,
+              args,
+              env,
+              cwd,
+              pty: false,
+              commandGroup: (pid) => pid,
+              onStartFailure: "exit",
+              command: options.command
+            }),
+            track
+          )
         }
         if (nativeDir === undefined) return yield* Effect.fail(nativeMissing())
-        return yield* LocalProcess.spawn({
-          file: process.execPath,
-          args: Pty.hostHelperArgv(runtimeDir, nativeDir, {
-            file: options.command,
-            args,
-            cwd,
-            env,
-            cols: options.pty.cols,
-            rows: options.pty.rows
+        return yield* Effect.flatMap(
+          LocalProcess.spawn({
+            file: process.execPath,
+            args: Pty.hostHelperArgv(runtimeDir, nativeDir, {
+              file: options.command,
+              args,
+              cwd,
+              env,
+              cols: options.pty.cols,
+              rows: options.pty.rows
+            }),
+            env: { PATH: process.env.PATH ?? Bubblewrap.basePath },
+            cwd: "/",
+            pty: true,
+            commandGroup: (pid) => pid,
+            onStartFailure: "fail",
+            command: options.command
           }),
-          env: { PATH: process.env.PATH ?? Bubblewrap.basePath },
-          cwd: "/",
-          pty: true,
-          commandGroup: (pid) => pid,
-          onStartFailure: "fail",
-          command: options.command
-        })
+          track
+        )
       })
 
     const sandbox: Sandbox = {
@@ -286,6 +320,6 @@ export const make = (
   Effect.gen(function*() {
     const resolved = yield* Options.resolve(options)
     // acquired before the sandbox so that it is removed after the sandbox ended
-    const root = resolved.root ?? (yield* temporaryRoot)
+    const root = resolved.root ?? Path.join(yield* temporaryRoot, "root")
     return resolved.isolation === "bubblewrap" ? yield* makeIsolated(resolved, root) : yield* makeHost(resolved, root)
   })

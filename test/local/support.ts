@@ -1,0 +1,71 @@
+import * as Chunk from "effect/Chunk"
+import * as Effect from "effect/Effect"
+import * as Stream from "effect/Stream"
+import * as Fs from "node:fs"
+import type * as Sandbox from "../../src/Sandbox.js"
+import type { SandboxError } from "../../src/SshError.js"
+
+export const encoder = new TextEncoder()
+
+export const collectBytes = <E>(stream: Stream.Stream<Uint8Array, E>) =>
+  Stream.runCollect(stream).pipe(Effect.map((chunks) => Buffer.concat(Chunk.toReadonlyArray(chunks))))
+
+export interface Output {
+  readonly stdout: Buffer
+  readonly stderr: Buffer
+  readonly exit: Sandbox.ProcessExit
+}
+
+/** Runs a process to the end: streams `input` to stdin (then EOF), collects stdout and stderr. */
+export const run = (
+  sandbox: Sandbox.Sandbox,
+  options: Sandbox.SpawnOptions,
+  input: Stream.Stream<Uint8Array> = Stream.empty
+): Effect.Effect<Output, SandboxError> =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      const process = yield* sandbox.spawn(options)
+      const [stdout, stderr, , exit] = yield* Effect.all([
+        collectBytes(process.stdout),
+        collectBytes(process.stderr),
+        Stream.run(input, process.stdin),
+        process.exit
+      ], { concurrency: "unbounded" })
+      return { stdout, stderr, exit }
+    })
+  )
+
+export const sh = (
+  sandbox: Sandbox.Sandbox,
+  script: string,
+  options: Omit<Sandbox.SpawnOptions, "command" | "args"> = {}
+) => run(sandbox, { ...options, command: sandbox.info.shell, args: ["-c", script] })
+
+/** Host pids whose command line contains `marker`. */
+export const processesWith = (marker: string): Array<number> =>
+  Fs.readdirSync("/proc").flatMap((entry) => {
+    const pid = Number(entry)
+    if (!Number.isInteger(pid) || pid === process.pid) return []
+    try {
+      const cmdline = Fs.readFileSync(`/proc/${entry}/cmdline`, "utf8")
+      const state = Fs.readFileSync(`/proc/${entry}/stat`, "utf8")
+      const zombie = state.slice(state.lastIndexOf(")") + 2).startsWith("Z")
+      return cmdline.includes(marker) && !zombie ? [pid] : []
+    } catch {
+      return []
+    }
+  })
+
+/** Polls until `check` holds (or the time is up), returning its last value. */
+export const eventually = <A>(check: () => A, ok: (a: A) => boolean, millis = 5000) =>
+  Effect.gen(function*() {
+    const deadline = Date.now() + millis
+    let value = check()
+    while (!ok(value) && Date.now() < deadline) {
+      yield* Effect.sleep("20 millis")
+      value = check()
+    }
+    return value
+  })
+
+export const hasBwrap = Fs.existsSync("/usr/bin/bwrap")
