@@ -63,6 +63,7 @@ const main = Effect.gen(function*() {
   const counts = runCounts()
   const started = new Date()
   const childrenBefore = childProcesses() // e.g. tsx's esbuild service
+  const loadBefore = os.loadavg()[0]!
   const [commit, bwrap] = yield* Effect.all([
     shellOut("git", ["rev-parse", "--short", "HEAD"]),
     shellOut("bwrap", ["--version"])
@@ -160,7 +161,9 @@ const main = Effect.gen(function*() {
     `sandbox-ssh bench  ${started.toISOString()}  (commit ${commit})`,
     `machine: nproc ${os.availableParallelism()}, ${cpus[0]?.model ?? "unknown cpu"}, ${
       (os.totalmem() / 2 ** 30).toFixed(1)
-    } GiB, ${os.type()} ${os.release()}, node ${process.version}`,
+    } GiB, ${os.type()} ${os.release()}, node ${process.version}, load avg ${loadBefore.toFixed(2)} -> ${
+      os.loadavg()[0]!.toFixed(2)
+    } (start -> end)`,
     `anchor:  ${anchorRun.anchor.version}; sshd on 127.0.0.1:${anchorRun.anchor.port}, kex ${anchorRun.anchor.kex}, ` +
     `aes128-gcm, ed25519; ${anchorRun.anchor.probe.note}`,
     o === undefined
