@@ -45,12 +45,15 @@ describe.each(modes)("LocalSandbox (%s)", (isolation) => {
       const killed = yield* sh(sandbox, "kill -KILL $$")
       assert.deepStrictEqual(killed.exit, { _tag: "Signaled", signal: "KILL", code: 137, coreDumped: false } as const)
       const terminated = yield* sh(sandbox, "kill -TERM $$")
-      assert.deepStrictEqual(terminated.exit, {
-        _tag: "Signaled",
-        signal: "TERM",
-        code: 143,
-        coreDumped: false
-      } as const)
+      assert.deepStrictEqual(
+        terminated.exit,
+        {
+          _tag: "Signaled",
+          signal: "TERM",
+          code: 143,
+          coreDumped: false
+        } as const
+      )
     }))
 
   it.scopedLive("keeps stderr separate from stdout", () =>
@@ -74,7 +77,10 @@ describe.each(modes)("LocalSandbox (%s)", (isolation) => {
   it.scopedLive("delivers 1 MiB of stdout intact", () =>
     Effect.gen(function*() {
       const sandbox = yield* make
-      const output = yield* sh(sandbox, "head -c 1048576 /dev/urandom > big; sha256sum big | cut -d' ' -f1 >&2; cat big")
+      const output = yield* sh(
+        sandbox,
+        "head -c 1048576 /dev/urandom > big; sha256sum big | cut -d' ' -f1 >&2; cat big"
+      )
       assert.strictEqual(output.stdout.length, 1048576)
       assert.strictEqual(createHash("sha256").update(output.stdout).digest("hex"), output.stderr.toString().trim())
     }))
@@ -85,7 +91,7 @@ describe.each(modes)("LocalSandbox (%s)", (isolation) => {
       const chunks = Array.from({ length: 64 }, (_, i) => encoder.encode(`line ${i} ${"x".repeat(1000)}\n`))
       const started = Date.now()
       const output = yield* run(sandbox, { command: "cat" }, Stream.fromIterable(chunks))
-      assert.strictEqual(output.stdout.toString(), chunks.map((c) => Buffer.from(c).toString()).join(""))
+      assert.isTrue(output.stdout.equals(Buffer.concat(chunks)), "stdout equals stdin")
       assert.deepStrictEqual(output.exit, { _tag: "Exited", code: 0 } as Sandbox.ProcessExit)
       assert.isBelow(Date.now() - started, 5000)
     }))

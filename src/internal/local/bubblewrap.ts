@@ -136,12 +136,22 @@ export const prepareRoot = (options: RootOptions): Effect.Effect<void, SandboxEr
       })
   })
 
+/**
+ * The default init: says it is running, then waits for its stdin to close.
+ *
+ * @internal
+ */
+export const defaultInit: ReadonlyArray<string> = ["/bin/sh", "-c", "echo ready; read _ || true"]
+
 /** @internal */
 export interface BubblewrapOptions extends RootOptions {
   readonly bwrap: string
   readonly runtimeDir: string
   readonly nativeDir: string | undefined
-  /** The command the sandbox's init runs; it must exit when its stdin closes. */
+  /**
+   * The command the sandbox's init runs: it must write to its stdout once running, and exit when
+   * its stdin closes.
+   */
   readonly init?: ReadonlyArray<string> | undefined
 }
 
@@ -207,7 +217,7 @@ export const bwrapArgs = (options: BubblewrapOptions): Array<string> => {
     "--json-status-fd",
     "3",
     "--",
-    ...(options.init ?? ["/bin/sh", "-c", "read _ || true"])
+    ...(options.init ?? defaultInit)
   )
   return args
 }
@@ -235,7 +245,7 @@ const launch = (options: BubblewrapOptions) =>
       Effect.async<readonly [ChildProcess.ChildProcess, number, Deferred.Deferred<void>], SandboxError>(
         (resume) => {
           const child = ChildProcess.spawn(options.bwrap, bwrapArgs(options), {
-            stdio: ["pipe", "ignore", "pipe", "pipe"],
+            stdio: ["pipe", "pipe", "pipe", "pipe"],
             env: { PATH: basePath },
             cwd: "/",
             // out of the host program's process group: a terminal's Ctrl-C must not kill the sandbox
@@ -244,6 +254,8 @@ const launch = (options: BubblewrapOptions) =>
           })
           let stderr = ""
           let status = ""
+          let target: number | undefined
+          let ready = false
           let done = false
           const finish = (
             effect: Effect.Effect<readonly [ChildProcess.ChildProcess, number, Deferred.Deferred<void>], SandboxError>
@@ -252,23 +264,35 @@ const launch = (options: BubblewrapOptions) =>
             done = true
             resume(effect)
           }
+          // bwrap reports the pid before it sets up the mounts: the sandbox is ready once the init
+          // (started after the pivot into the new root) has spoken too
+          const maybeReady = () => {
+            if (target !== undefined && ready) finish(Effect.succeed([child, target, exited]))
+          }
           child.stderr!.setEncoding("utf8")
           child.stderr!.on("data", (data: string) => {
             if (stderr.length < 8192) stderr += data
           })
+          child.stdout!.once("data", () => {
+            ready = true
+            maybeReady()
+          })
+          // the init may print more; a full pipe must never block it
+          child.stdout!.resume()
           const statusFd = child.stdio[3] as Readable
           statusFd.setEncoding("utf8")
           statusFd.on("data", (data: string) => {
-            if (done) return
+            if (target !== undefined) return
             status += data
             for (const line of status.split("\n")) {
               try {
                 const pid = (JSON.parse(line) as { "child-pid"?: unknown })["child-pid"]
-                if (typeof pid === "number") finish(Effect.succeed([child, pid, exited]))
+                if (typeof pid === "number") target = pid
               } catch {
                 // an incomplete line: wait for more
               }
             }
+            maybeReady()
           })
           statusFd.on("error", () => {})
           child.stdin!.on("error", () => {})
@@ -279,11 +303,20 @@ const launch = (options: BubblewrapOptions) =>
               `bwrap exited (${signal ?? code}) before the sandbox started: ${stderr.trim() || "no message"}`
             )))
           })
+          return Effect.sync(() => {
+            // interrupted while starting (e.g. the timeout): nothing of it may stay behind
+            try {
+              process.kill(-child.pid!, "SIGKILL")
+            } catch {
+              child.kill("SIGKILL")
+            }
+            for (const stream of child.stdio) stream?.destroy()
+          })
         }
       ).pipe(
         Effect.timeoutFail({
           duration: Duration.seconds(30),
-          onTimeout: () => startError("bwrap did not report the sandbox's pid within 30 s")
+          onTimeout: () => startError("the sandbox did not start within 30 s")
         })
       )
   )

@@ -3,7 +3,6 @@
  *
  * @internal
  */
-import * as NodeSink from "@effect/platform-node/NodeSink"
 import * as NodeStream from "@effect/platform-node/NodeStream"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
@@ -11,6 +10,7 @@ import * as Net from "node:net"
 import type { SandboxConnection } from "../../Sandbox.js"
 import { SandboxError } from "../../SshError.js"
 import { fromNodeError } from "./errors.js"
+import { writableSink } from "./process.js"
 
 const connectError = (host: string, port: number) => (cause: unknown) => {
   const error = fromNodeError("connect", `${host}:${port}`)(cause)
@@ -41,6 +41,8 @@ export const connect = (host: string, port: number): Effect.Effect<SandboxConnec
         socket.once("error", onFailure)
         socket.once("connect", () => {
           socket.removeListener("error", onFailure)
+          // errors reach the stream and sink; never let one be uncaught
+          socket.on("error", () => {})
           socket.setNoDelay(true)
           resume(Effect.succeed(socket))
         })
@@ -49,7 +51,7 @@ export const connect = (host: string, port: number): Effect.Effect<SandboxConnec
       (socket) => Effect.sync(() => socket.destroy())
     ).pipe(
       Effect.map((socket): SandboxConnection => ({
-        input: NodeSink.fromWritable(() => socket, onError),
+        input: writableSink(() => socket, onError),
         output: NodeStream.fromReadable(() => socket, onError)
       }))
     )

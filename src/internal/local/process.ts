@@ -199,8 +199,10 @@ const start = (launch: Launch): Effect.Effect<Running | SandboxProcess, SandboxE
       }
       const onSpawn = () => {
         child.removeListener("error", onError)
-        // later errors (e.g. a failed kill) are reported through the operations that cause them
+        // later errors (a failed kill, EPIPE on stdin after the process exited...) are reported
+        // through the operations that cause them, never as an uncaught exception
         child.on("error", () => {})
+        for (const stream of child.stdio) stream?.on("error", () => {})
         resume(Effect.succeed({ child, exit, control }))
       }
       child.once("error", onError)
@@ -284,7 +286,7 @@ const toSandboxProcess = (launch: Launch, running: Running): SandboxProcess => {
 
   return {
     pid,
-    stdin: NodeSink.fromWritable(() => child.stdin!, stdinError),
+    stdin: writableSink(() => child.stdin!, stdinError),
     stdout: NodeStream.fromReadable(() => child.stdout!, streamError("process stdout")),
     stderr: NodeStream.fromReadable(() => child.stderr!, streamError("process stderr")),
     exit: Effect.map(Deferred.await(running.exit), (raw) => toProcessExit(raw, running.control.exit)),
@@ -292,6 +294,35 @@ const toSandboxProcess = (launch: Launch, running: Running): SandboxProcess => {
     resize
   }
 }
+
+/**
+ * A sink over a Node writable that ends it when the input ends. `NodeSink.fromWritable`'s own
+ * ending waits for `"finish"`, which never comes when the stream was destroyed meanwhile (Node
+ * destroys a child's stdin when the child exits), so the sink would hang; this one also returns
+ * on `"close"` and on an already destroyed stream.
+ *
+ * @internal
+ */
+export const writableSink = <E>(
+  evaluate: () => Writable,
+  onError: (error: unknown) => E
+): Sink.Sink<void, Uint8Array, never, E> =>
+  NodeSink.fromWritable<E, Uint8Array>(evaluate, onError, { endOnDone: false }).pipe(
+    Sink.mapEffect(() => endWritable(evaluate()))
+  )
+
+const endWritable = (writable: Writable) =>
+  Effect.async<void>((resume) => {
+    if (writable.destroyed || writable.writableFinished) return resume(Effect.void)
+    const done = () => resume(Effect.void)
+    writable.once("finish", done)
+    writable.once("close", done)
+    writable.end()
+    return Effect.sync(() => {
+      writable.removeListener("finish", done)
+      writable.removeListener("close", done)
+    })
+  })
 
 /** @internal */
 export const isValidSize = (size: WindowSize): boolean =>
