@@ -3,15 +3,15 @@
  *
  * @internal
  */
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
-import * as Stream from "effect/Stream"
 import type * as ssh2 from "ssh2"
 import type { ExecOptions, SshClient } from "../../SshClient.js"
 import { ConnectionError } from "../../SshError.js"
 import { SshOutput } from "../../SshOutput.js"
-import { type ClientState, collectBytes, startProcess } from "./process.js"
+import { type ClientState, collectReadable, openExec, startProcess } from "./process.js"
 
 /**
  * Wraps a connected client. `scope` owns the connection: closing the client closes it.
@@ -49,22 +49,23 @@ export const makeClient = (
   const exec = (command: string, execOptions: ExecOptions = {}) =>
     Effect.scoped(
       Effect.gen(function*() {
-        const proc = yield* startProcess(state, command, execOptions)
-        const input = execOptions.stdin === undefined
-          ? Stream.empty
-          : Stream.make(typeof execOptions.stdin === "string" ? Buffer.from(execOptions.stdin) : execOptions.stdin)
-        const [stdout, stderr, exit] = yield* Effect.all([
-          collectBytes(proc.stdout),
-          collectBytes(proc.stderr),
-          proc.exit,
-          Stream.run(input, proc.stdin)
+        const { channel, exit: exited } = yield* openExec(state, command, execOptions)
+        const [stdout, stderr] = yield* Effect.all([
+          collectReadable(channel),
+          collectReadable(channel.stderr),
+          Effect.sync(() => {
+            // The whole input is in memory already; the channel's own buffer paces it.
+            if (execOptions.stdin === undefined) channel.end()
+            else channel.end(typeof execOptions.stdin === "string" ? Buffer.from(execOptions.stdin) : execOptions.stdin)
+          })
         ], { concurrency: "unbounded" })
+        const exit = yield* Deferred.await(exited)
         return new SshOutput({
           status: exit.code,
           stdout,
           stderr,
           ...(exit._tag === "Signaled" ? { signal: exit.signal } : {})
-        })
+        }, true)
       })
     ).pipe(Effect.withSpan("SshClient.exec", { attributes: { command } }))
 

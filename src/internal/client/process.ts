@@ -6,12 +6,11 @@
  */
 import * as NodeSink from "@effect/platform-node/NodeSink"
 import * as NodeStream from "@effect/platform-node/NodeStream"
-import * as Chunk from "effect/Chunk"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type * as Scope from "effect/Scope"
-import * as Stream from "effect/Stream"
+import type { Readable } from "node:stream"
 import type * as ssh2 from "ssh2"
 import { ProcessExit, type WindowSize } from "../../Sandbox.js"
 import type { ProcessOptions, SshProcess } from "../../SshClient.js"
@@ -80,12 +79,20 @@ const waitClosed = (channel: ssh2.ClientChannel): Effect.Effect<void> =>
     return Effect.sync(() => channel.removeListener("close", done))
   })
 
-/** @internal */
-export const startProcess = (
+/**
+ * Opens an exec channel and tracks how the command ends. The channel is closed with the scope.
+ *
+ * @internal
+ */
+export const openExec = (
   state: ClientState,
   command: string,
-  options: ProcessOptions = {}
-): Effect.Effect<SshProcess, SshError, Scope.Scope> =>
+  options: ProcessOptions
+): Effect.Effect<
+  { readonly channel: ssh2.ClientChannel; readonly exit: Deferred.Deferred<ProcessExit, SshError> },
+  SshError,
+  Scope.Scope
+> =>
   Effect.gen(function*() {
     yield* state.ensureOpen
     const exit = yield* Deferred.make<ProcessExit, SshError>()
@@ -95,7 +102,9 @@ export const startProcess = (
         channel.close()
         return waitClosed(channel).pipe(Effect.interruptible, Effect.timeoutOption("2 seconds"), Effect.asVoid)
       }))
+    let exitSeen = false
     channel.on("exit", (code: number | null, signal?: string, coreDumped?: boolean) => {
+      exitSeen = true
       if (typeof code === "number") {
         Deferred.unsafeDone(exit, Exit.succeed(ProcessExit.Exited({ code })))
       } else {
@@ -108,6 +117,8 @@ export const startProcess = (
       }
     })
     channel.once("close", () => {
+      // Building an error captures a stack: only do it when the close really is unexpected.
+      if (exitSeen) return
       Deferred.unsafeDone(
         exit,
         Exit.fail(
@@ -119,6 +130,17 @@ export const startProcess = (
         )
       )
     })
+    return { channel, exit }
+  })
+
+/** @internal */
+export const startProcess = (
+  state: ClientState,
+  command: string,
+  options: ProcessOptions = {}
+): Effect.Effect<SshProcess, SshError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { channel, exit } = yield* openExec(state, command, options)
     const readError = (cause: unknown): SshError => lost(state, `reading output of ${command}: ${String(cause)}`)
     const stdout = NodeStream.fromReadable<SshError, Uint8Array>(() => channel, readError, { closeOnDone: false })
     const stderr = NodeStream.fromReadable<SshError, Uint8Array>(() => channel.stderr, readError, {
@@ -131,7 +153,7 @@ export const startProcess = (
     )
     const request = (name: string, send: () => boolean | void) =>
       Effect.suspend(() => {
-        if (channel.destroyed) {
+        if (isClosed(channel)) {
           return Effect.fail(new ChannelError({ reason: "Closed", detail: `${name}: channel closed` }))
         }
         send()
@@ -149,11 +171,29 @@ export const startProcess = (
     } satisfies SshProcess
   })
 
-/** Runs a stream to completion, gathering its bytes into one array. @internal */
-export const collectBytes = <E>(stream: Stream.Stream<Uint8Array, E>): Effect.Effect<Uint8Array, E> =>
-  Stream.runCollect(stream).pipe(
-    Effect.map((chunks) => {
-      const parts = Chunk.toReadonlyArray(chunks)
-      return parts.length === 1 ? parts[0]! : new Uint8Array(Buffer.concat(parts))
-    })
-  )
+/**
+ * Gathers everything a readable side of a channel delivers until it ends. `exec` uses this
+ * instead of a Stream pipeline: collecting into memory needs no backpressure, and it is the hot
+ * path of every exec.
+ *
+ * @internal
+ */
+export const collectReadable = (readable: Readable): Effect.Effect<Uint8Array> =>
+  Effect.async<Uint8Array>((resume) => {
+    const chunks: Array<Buffer> = []
+    const onData = (chunk: Buffer) => {
+      chunks.push(chunk)
+    }
+    const onEnd = () => {
+      cleanup()
+      resume(Effect.succeed(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)))
+    }
+    const cleanup = () => {
+      readable.removeListener("data", onData)
+      readable.removeListener("end", onEnd)
+    }
+    readable.on("data", onData)
+    readable.once("end", onEnd)
+    if (readable.readableEnded) onEnd()
+    return Effect.sync(cleanup)
+  })

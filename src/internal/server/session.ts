@@ -4,9 +4,9 @@
  *
  * @internal
  */
-import * as NodeSink from "@effect/platform-node/NodeSink"
 import * as NodeStream from "@effect/platform-node/NodeStream"
 import * as Cause from "effect/Cause"
+import type * as Chunk from "effect/Chunk"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -45,6 +45,28 @@ const flushed = (writable: Writable): Effect.Effect<void> =>
     }
     writable.on("drain", done)
     writable.on("close", done)
+    return Effect.sync(cleanup)
+  })
+
+/**
+ * Writes a chunk of buffers, waiting for `drain` whenever the channel's window is full, so a slow
+ * client slows the process down instead of growing a buffer.
+ */
+const writeChunk = (writable: Writable, chunk: Chunk.Chunk<Uint8Array>): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    let ready = true
+    for (const bytes of chunk) ready = writable.write(bytes)
+    if (ready || writable.destroyed) return resume(Effect.void)
+    const done = () => {
+      cleanup()
+      resume(Effect.void)
+    }
+    const cleanup = () => {
+      writable.removeListener("drain", done)
+      writable.removeListener("close", done)
+    }
+    writable.once("drain", done)
+    writable.once("close", done)
     return Effect.sync(cleanup)
   })
 
@@ -93,10 +115,12 @@ const runProcess = (
     const proc = spawned.right
     yield* Deferred.succeed(state.process, proc)
 
-    const toChannel = (output: Stream.Stream<Uint8Array, SandboxError>, writable: () => Writable) =>
+    const toChannel = (output: Stream.Stream<Uint8Array, SandboxError>, writable: Writable) =>
       output.pipe(
-        Stream.tap(() => Effect.sync(touch)),
-        Stream.run(NodeSink.fromWritable(writable, channelError("channel write"), { endOnDone: false })),
+        Stream.runForEachChunk((chunk) => {
+          touch()
+          return writeChunk(writable, chunk)
+        }),
         Effect.ignore
       )
     const stdin = NodeStream.fromReadable<SandboxError, Uint8Array>(() => channel, channelError("channel read"), {
@@ -108,7 +132,7 @@ const runProcess = (
     )
     const stdinFiber = yield* Effect.fork(stdin)
     const outputs = yield* Effect.fork(
-      Effect.all([toChannel(proc.stdout, () => channel), toChannel(proc.stderr, () => channel.stderr)], {
+      Effect.all([toChannel(proc.stdout, channel), toChannel(proc.stderr, channel.stderr)], {
         concurrency: 2,
         discard: true
       })
