@@ -118,6 +118,13 @@ export const prepareRoot = (options: RootOptions): Effect.Effect<void, SandboxEr
           }
         }
       }
+      for (const [name, link] of hostTopLevel()) {
+        if (link === undefined) continue
+        await FsPromises.symlink(link, Path.join(options.root, name)).catch((error: NodeJS.ErrnoException) => {
+          // an existing entry is the sandbox's own business
+          if (error.code !== "EEXIST") throw error
+        })
+      }
       for (const [name, content] of Object.entries(etcFiles(options))) {
         // O_EXCL never follows a symlink, and an existing file is the sandbox's own business
         await FsPromises.writeFile(Path.join(options.root, "etc", name), content, { flag: "wx", mode: 0o644 })
@@ -157,6 +164,19 @@ export interface BubblewrapOptions extends RootOptions {
 
 const mergedUsrLinks = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"]
 
+/** `/bin`, `/lib`... as the host has them: `[name, symlink target]`, or `[name, undefined]` for a directory. */
+const hostTopLevel = (): Array<readonly [string, string | undefined]> =>
+  mergedUsrLinks.flatMap((name): Array<readonly [string, string | undefined]> => {
+    try {
+      const stat = Fs.lstatSync(`/${name}`)
+      if (stat.isSymbolicLink()) return [[name, Fs.readlinkSync(`/${name}`)] as const]
+      if (stat.isDirectory()) return [[name, undefined] as const]
+    } catch {
+      // not on this host
+    }
+    return []
+  })
+
 /** Where the host's node binary is found inside the sandbox. @internal */
 export const nodeInside = (): string =>
   process.execPath.startsWith("/usr/")
@@ -167,7 +187,13 @@ export const nodeInside = (): string =>
 export const bwrapArgs = (options: BubblewrapOptions): Array<string> => {
   const args = [
     "--die-with-parent",
-    "--unshare-all",
+    // `--unshare-all` would add a user namespace, which bwrap run by root maps to uid 0 alone: no
+    // other user of the sandbox's /etc/passwd could exist. Run by root, the same set without it
+    // keeps host uids (processes still have no capabilities); run by anyone else, bwrap needs the
+    // user namespace anyway.
+    ...(process.getuid?.() === 0
+      ? ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+      : ["--unshare-all"]),
     "--cap-drop",
     "ALL",
     "--hostname",
@@ -179,15 +205,10 @@ export const bwrapArgs = (options: BubblewrapOptions): Array<string> => {
     "/usr",
     "/usr"
   ]
-  for (const name of mergedUsrLinks) {
-    const hostPath = `/${name}`
-    try {
-      const stat = Fs.lstatSync(hostPath)
-      if (stat.isSymbolicLink()) args.push("--symlink", Fs.readlinkSync(hostPath), hostPath)
-      else if (stat.isDirectory()) args.push("--ro-bind", hostPath, hostPath)
-    } catch {
-      // not on this host
-    }
+  for (const [name, link] of hostTopLevel()) {
+    // merged-usr symlinks are created in the root by prepareRoot (bwrap's --symlink fails when the
+    // link already exists, i.e. on every start after the first)
+    if (link === undefined) args.push("--ro-bind", `/${name}`, `/${name}`)
   }
   args.push(
     "--proc",
