@@ -104,7 +104,10 @@ describe("LocalSandbox file operations and connections (none)", () => {
             resume(Effect.succeed(server))
           })
         }),
-        (server) => Effect.async<void>((resume) => server.close(() => resume(Effect.void)))
+        (server) =>
+          Effect.async<void>((resume) => {
+            server.close(() => resume(Effect.void))
+          })
       )
       const port = (server.address() as Net.AddressInfo).port
       const echoed = yield* Effect.scoped(
