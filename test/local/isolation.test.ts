@@ -67,6 +67,9 @@ describe.skipIf(!hasBwrap)("LocalSandbox isolation (bubblewrap)", () => {
       assert.match(out, /NoNewPrivs:\s+1/)
       assert.strictEqual(out.split("\n").filter((l) => l.includes(":x:")).length, 2)
 
+      const tools = yield* sh(sandbox, "echo 'a b' | awk '{print $2}'; ls -l /etc/localtime >/dev/null && echo tz")
+      assert.strictEqual(text(tools), "b\ntz\n")
+
       const remount = yield* sh(sandbox, "mount -o remount,rw /usr 2>&1; touch /usr/x 2>&1")
       assert.notStrictEqual(remount.exit.code, 0)
       assert.isFalse(Fs.existsSync("/usr/x"))
@@ -158,6 +161,16 @@ describe.skipIf(!hasBwrap)("LocalSandbox isolation (bubblewrap)", () => {
         pids.length === 0)
       assert.deepStrictEqual(left, [])
     }).pipe(Effect.scoped))
+
+  it.scopedLive("a sandbox killed from outside refuses to spawn", () =>
+    Effect.gen(function*() {
+      const sandbox = yield* make
+      const { bwrap } = internals(sandbox)!
+      bwrap!.kill("SIGKILL")
+      yield* eventually(() => bwrap!.exitCode !== null || bwrap!.signalCode !== null, (done) => done)
+      const error = yield* Effect.flip(sh(sandbox, "true"))
+      assert.strictEqual(error.reason, "Closed")
+    }))
 
   it.scopedLive("rejects a relative workdir", () =>
     Effect.gen(function*() {

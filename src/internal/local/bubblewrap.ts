@@ -376,7 +376,8 @@ export const start = (options: BubblewrapOptions): Effect.Effect<Bubblewrap, San
           return stop(child, exited)
         })
     )
-    return { target, process: child, isClosed: () => closed }
+    // closed by us, or ended on its own (killed from outside): either way nothing can enter it
+    return { target, process: child, isClosed: () => closed || child.exitCode !== null || child.signalCode !== null }
   })
 
 /**
