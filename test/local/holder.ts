@@ -4,6 +4,7 @@
  */
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
+import { internals } from "../../src/internal/local/sandbox.js"
 import * as LocalSandbox from "../../src/LocalSandbox.js"
 
 const [root, marker] = process.argv.slice(2)
@@ -17,6 +18,7 @@ Effect.gen(function*() {
   yield* Stream.run(Stream.empty, child.stdin)
   yield* Stream.runDrain(child.stdout)
   yield* child.exit
-  process.stdout.write("ready\n")
+  // its runtime directory outlives a SIGKILL (no finalizer runs): the test removes it
+  process.stdout.write(`ready ${internals(sandbox)!.runtimeDir}\n`)
   yield* Effect.never
 }).pipe(Effect.scoped, Effect.runFork)

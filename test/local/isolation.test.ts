@@ -149,11 +149,15 @@ describe.skipIf(!hasBwrap)("LocalSandbox isolation (bubblewrap)", () => {
         { stdio: ["ignore", "pipe", "inherit"] }
       )
       yield* Effect.addFinalizer(() => Effect.sync(() => holder.kill("SIGKILL")))
-      yield* Effect.async<void>((resume) => {
+      const runtimeDir = yield* Effect.async<string>((resume) => {
+        let output = ""
         holder.stdout.on("data", (data: Buffer) => {
-          if (data.toString().includes("ready")) resume(Effect.void)
+          output += data.toString()
+          const ready = /ready (\S+)\n/.exec(output)
+          if (ready !== null) resume(Effect.succeed(ready[1]!))
         })
       }).pipe(Effect.timeout("30 seconds"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => Fs.rmSync(runtimeDir, { recursive: true, force: true })))
       assert.isAbove(processesWith(marker).length, 0)
       assert.isAbove(processesWith(root).length, 0)
       holder.kill("SIGKILL")
