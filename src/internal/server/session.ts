@@ -20,6 +20,7 @@ import type { PtyOptions, SandboxProcess, SpawnOptions } from "../../Sandbox.js"
 import { SandboxError } from "../../SshError.js"
 import { exitSignalName } from "../signals.js"
 import type { ServerConfig } from "./connection.js"
+import { serveChannel as serveSftpChannel } from "./sftp/channel.js"
 
 interface SessionState {
   readonly env: Record<string, string>
@@ -226,8 +227,17 @@ export const handleSession = (
       acceptSignal?.()
       runFork(whenRunning((proc) => proc.signal(info.name.replace(/^SIG/, ""))))
     })
-    session.on("sftp", (_acceptSftp, rejectSftp) => rejectSftp?.())
-    session.on("subsystem", (_acceptSub, rejectSub) => rejectSub?.())
+    // No "sftp" listener: ssh2 then hands `subsystem sftp` over as a raw channel for our own server.
+    session.on("subsystem", (acceptSub, rejectSub, info: ssh2.SubsystemInfo) => {
+      if (info.name !== "sftp" || !config.sftp || state.started) return rejectSub?.()
+      state.started = true
+      const channel = acceptSub()
+      runFork(
+        serveSftpChannel(channel, { fs: config.sandbox.fs, user: config.user }).pipe(
+          Effect.ensuring(Deferred.succeed(done, void 0))
+        )
+      )
+    })
     session.on("x11", (_acceptX11, rejectX11) => rejectX11?.())
     session.on("auth-agent", (_acceptAgent, rejectAgent) => rejectAgent?.())
     session.once("close", () => {

@@ -1,0 +1,532 @@
+/**
+ * An SFTP version 3 server over a byte stream, serving a `SandboxFileSystem`.
+ *
+ * Requests are read as packets and processed concurrently; replies go out as each request
+ * completes (SFTP lets replies come in any order), while requests on the same handle keep their
+ * order where it matters (see `handles.ts`). At most `maxInFlight` requests are processed at once:
+ * past that the input is not read, so the transport's flow control (the SSH channel window, a
+ * pipe) holds the client back. A request also keeps its place until its reply has been taken by
+ * the output, so a client that does not read replies stops being read from too.
+ *
+ * The session ends when the input ends (after the outstanding replies are written) or when a
+ * packet is malformed; every file the session opened is closed when it ends, however it ends.
+ *
+ * @internal
+ */
+import * as NodeStream from "@effect/platform-node/NodeStream"
+import * as Cause from "effect/Cause"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as FiberSet from "effect/FiberSet"
+import * as Stream from "effect/Stream"
+import type { Readable, Writable } from "node:stream"
+import type { DirectoryEntry, FileAttributes, OpenFlags, SandboxFileSystem } from "../../../Sandbox.js"
+import type { SandboxError } from "../../../SshError.js"
+import {
+  encodeAttrs,
+  encodeDataHeader,
+  encodeExtendedUint64s,
+  encodeHandle,
+  encodeName,
+  encodeStatus,
+  encodeVersion,
+  handleBytes,
+  handleNumber,
+  MalformedPacket,
+  type NameEntry,
+  PacketFramer,
+  readAttributes,
+  Reader
+} from "./codec.js"
+import { type Access, type DirectoryHandle, type FileHandle, type Handle, HandleTable, Ordering } from "./handles.js"
+import { longname } from "./longname.js"
+import {
+  DEFAULT_MAX_HANDLES,
+  DEFAULT_MAX_IN_FLIGHT,
+  EXTENSIONS,
+  FX,
+  FXF,
+  FXP,
+  MAX_DATA_LENGTH,
+  MAX_PACKET_LENGTH,
+  READDIR_BATCH,
+  READDIR_MAX_BYTES,
+  type StatusCode,
+  statusMessages
+} from "./protocol.js"
+
+/**
+ * Why a session ended early: the peer broke the protocol, or the input failed.
+ *
+ * @internal
+ */
+export class SftpSessionError extends Data.TaggedError("SftpSessionError")<{
+  readonly reason: "Malformed" | "InputFailed"
+  readonly detail: string
+  readonly cause?: unknown
+}> {
+  override get message(): string {
+    return `SFTP session ended (${this.reason}): ${this.detail}`
+  }
+}
+
+/** @internal */
+export interface SftpServerOptions {
+  readonly fs: SandboxFileSystem
+  /** Default 64. */
+  readonly maxInFlight?: number | undefined
+  /** Default 1024. */
+  readonly maxHandles?: number | undefined
+}
+
+/** A reply: one packet, or a DATA header followed by the data as the sandbox returned it. */
+type Reply = Buffer | readonly [Buffer, Uint8Array]
+
+/** A request answered with a status other than the one its `SandboxError` maps to. */
+class Status {
+  constructor(readonly code: StatusCode, readonly message: string = statusMessages[code]) {}
+}
+
+type Job = Effect.Effect<Reply, SandboxError | Status>
+
+/**
+ * The one place where sandbox errors become SFTP status codes.
+ *
+ * @internal
+ */
+export const statusOf = (error: SandboxError): Status => {
+  switch (error.reason) {
+    case "NotFound":
+      return new Status(FX.NO_SUCH_FILE)
+    case "PermissionDenied":
+      return new Status(FX.PERMISSION_DENIED)
+    case "Unsupported":
+      return new Status(FX.OP_UNSUPPORTED)
+    default:
+      return new Status(FX.FAILURE, error.reason)
+  }
+}
+
+const ok = (id: number) => encodeStatus(id, FX.OK, statusMessages[FX.OK])
+const invalidHandle = Effect.fail(new Status(FX.FAILURE, "Invalid handle"))
+const tooManyHandles = new Status(FX.FAILURE, "Too many open handles")
+
+const openFlags = (pflags: number): OpenFlags => ({
+  read: (pflags & FXF.READ) !== 0,
+  write: (pflags & FXF.WRITE) !== 0,
+  append: (pflags & FXF.APPEND) !== 0,
+  create: (pflags & FXF.CREAT) !== 0,
+  truncate: (pflags & FXF.TRUNC) !== 0,
+  exclusive: (pflags & FXF.EXCL) !== 0
+})
+
+const badOffset = Effect.fail(new Status(FX.FAILURE, "Offset out of range"))
+
+/**
+ * Replies on their way out. `ready` waits while the output is above its high-water mark (so a
+ * client that does not read replies stops being read from); `flushed` waits until every reply has
+ * been handed to the transport. A closed or failed output counts as flushed: nobody is listening.
+ */
+class Output {
+  private pending = 0
+  private closed = false
+  private readonly writable = Effect.unsafeMakeLatch(true)
+  private readonly idle = Effect.unsafeMakeLatch(true)
+  private readonly onWritten = () => {
+    if (--this.pending === 0) this.idle.unsafeOpen()
+  }
+  private readonly onDrain = () => this.writable.unsafeOpen()
+  private readonly onClose = () => {
+    this.closed = true
+    this.writable.unsafeOpen()
+    this.idle.unsafeOpen()
+  }
+
+  constructor(private readonly output: Writable) {
+    output.on("drain", this.onDrain)
+    output.on("close", this.onClose)
+    output.on("error", this.onClose)
+  }
+
+  send(reply: Reply): void {
+    if (this.closed || this.output.destroyed || this.output.writableEnded) return
+    this.pending++
+    this.idle.unsafeClose()
+    let more: boolean
+    if (Buffer.isBuffer(reply)) {
+      more = this.output.write(reply, this.onWritten)
+    } else {
+      this.output.write(reply[0])
+      more = this.output.write(reply[1], this.onWritten)
+    }
+    if (!more) this.writable.unsafeClose()
+  }
+
+  readonly ready: Effect.Effect<void> = this.writable.await
+  readonly flushed: Effect.Effect<void> = this.idle.await
+
+  dispose(): void {
+    this.output.removeListener("drain", this.onDrain)
+    this.output.removeListener("close", this.onClose)
+    this.output.removeListener("error", this.onClose)
+    this.onClose()
+  }
+}
+
+/**
+ * Serves one SFTP session: reads requests from `input` and writes replies to `output` until
+ * `input` ends. Succeeds once every request has been answered and the replies are flushed (the
+ * caller then ends the transport); fails when the peer sends a malformed packet or the input
+ * fails. `output` is not ended.
+ *
+ * @internal
+ */
+export const serve = (
+  input: Readable,
+  output: Writable,
+  options: SftpServerOptions
+): Effect.Effect<void, SftpSessionError> =>
+  Effect.gen(function*() {
+    const fs = options.fs
+    const maxInFlight = options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT
+    const handles = new HandleTable(options.maxHandles ?? DEFAULT_MAX_HANDLES)
+    // Registered first, so it runs after the request fibers below have been interrupted.
+    yield* Effect.addFinalizer(() => handles.closeAll)
+    const out = yield* Effect.acquireRelease(
+      Effect.sync(() => new Output(output)),
+      (o) => Effect.sync(() => o.dispose())
+    )
+    const fibers = yield* FiberSet.make<void>()
+    const permits = yield* Effect.makeSemaphore(maxInFlight)
+    const framer = new PacketFramer(MAX_PACKET_LENGTH)
+    let initialized = false
+
+    // --- requests ------------------------------------------------------------------------------
+
+    const fileHandle = (reader: Reader): FileHandle | undefined => {
+      const handle = handles.get(handleNumber(reader.bytes()))
+      return handle?._tag === "File" ? handle : undefined
+    }
+    const anyHandle = (reader: Reader): Handle | undefined => handles.get(handleNumber(reader.bytes()))
+    const onHandle = <A, E>(handle: Handle, access: Access, effect: Effect.Effect<A, E>) =>
+      handle.ordering.enter(access, effect)
+
+    const statusReply = (id: number, effect: Effect.Effect<unknown, SandboxError | Status>): Job =>
+      Effect.as(effect, ok(id))
+
+    const registerHandle = (handle: Handle, id: number): Effect.Effect<Buffer, Status> =>
+      Effect.suspend(() => {
+        if (handles.full) return Effect.fail(tooManyHandles)
+        return Effect.succeed(encodeHandle(id, handleBytes(handles.add(handle))))
+      })
+
+    const open = (id: number, path: string, pflags: number, permissions: number | undefined): Job =>
+      Effect.suspend(() => {
+        if (handles.full) return Effect.fail(tooManyHandles)
+        const flags = openFlags(pflags)
+        // Uninterruptible from the call to the handle table, so no opened file escapes the session.
+        return Effect.uninterruptible(
+          Effect.flatMap(fs.open(path, flags, permissions === undefined ? 0o666 : permissions & 0o7777), (file) =>
+            registerHandle(
+              { _tag: "File", path, file, append: flags.append === true, ordering: new Ordering() },
+              id
+            ).pipe(Effect.tapError(() =>
+              Effect.ignore(file.close)
+            )))
+        )
+      })
+
+    const openDirectory = (id: number, path: string): Job =>
+      Effect.gen(function*() {
+        if (handles.full) return yield* Effect.fail(tooManyHandles)
+        const [entries, self, parent] = yield* Effect.all([
+          fs.readDirectory(path),
+          Effect.option(fs.stat(path)),
+          Effect.option(fs.stat(path.endsWith("/") ? `${path}..` : `${path}/..`))
+        ], { concurrency: 3 })
+        const dots: Array<DirectoryEntry> = []
+        if (self._tag === "Some") dots.push({ name: ".", attributes: self.value })
+        if (parent._tag === "Some") dots.push({ name: "..", attributes: parent.value })
+        const handle: DirectoryHandle = {
+          _tag: "Directory",
+          path,
+          entries: dots.length === 0 ? entries : [...dots, ...entries],
+          position: 0,
+          ordering: new Ordering()
+        }
+        return yield* registerHandle(handle, id)
+      })
+
+    const readDirectory = (id: number, handle: DirectoryHandle): Job =>
+      Effect.suspend(() => {
+        if (handle.position >= handle.entries.length) return Effect.fail(new Status(FX.EOF))
+        const now = Math.floor(Date.now() / 1000)
+        const batch: Array<NameEntry> = []
+        let bytes = 0
+        while (handle.position < handle.entries.length && batch.length < READDIR_BATCH && bytes < READDIR_MAX_BYTES) {
+          const entry = handle.entries[handle.position++]!
+          const line = longname(entry.name, entry.attributes, now)
+          bytes += entry.name.length * 3 + line.length * 3 + 48
+          batch.push({ filename: entry.name, longname: line, attributes: entry.attributes })
+        }
+        return Effect.succeed(encodeName(id, batch))
+      })
+
+    const attrsReply = (id: number, effect: Effect.Effect<FileAttributes, SandboxError>): Job =>
+      Effect.map(effect, (attributes) => encodeAttrs(id, attributes))
+
+    const close = (id: number, number: number | undefined): Job => {
+      const handle = handles.get(number)
+      if (handle === undefined || number === undefined) return invalidHandle
+      // Gone from the table at once: later requests on it fail, as after close(2).
+      handles.remove(number)
+      return statusReply(
+        id,
+        onHandle(handle, { _tag: "Barrier" }, handle._tag === "File" ? handle.file.close : Effect.void)
+      )
+    }
+
+    // An offset is checked before the request takes its place in the handle's order: a request
+    // that never runs must not hold back the ones after it.
+    const read = (id: number, handle: FileHandle, offset: number, length: number): Job => {
+      if (!Number.isSafeInteger(offset)) return badOffset
+      const wanted = Math.min(length, MAX_DATA_LENGTH)
+      return onHandle(handle, { _tag: "Read", start: offset, end: offset + wanted }, handle.file.read(offset, wanted))
+        .pipe(
+          Effect.flatMap((data): Job =>
+            data.length === 0
+              ? Effect.fail(new Status(FX.EOF))
+              : Effect.succeed([encodeDataHeader(id, data.length), data] as const)
+          )
+        )
+    }
+
+    const write = (id: number, handle: FileHandle, offset: number, data: Uint8Array): Job => {
+      if (!Number.isSafeInteger(offset)) return badOffset
+      const access: Access = handle.append
+        ? { _tag: "Write", start: 0, end: Number.POSITIVE_INFINITY }
+        : { _tag: "Write", start: offset, end: offset + data.length }
+      return statusReply(id, onHandle(handle, access, handle.file.write(offset, data)))
+    }
+
+    const statvfsReply = (id: number, path: string): Job =>
+      Effect.map(fs.statFileSystem(path), (s) =>
+        encodeExtendedUint64s(id, [
+          s.blockSize,
+          s.fragmentSize,
+          s.blocks,
+          s.blocksFree,
+          s.blocksAvailable,
+          s.files,
+          s.filesFree,
+          s.filesAvailable,
+          s.fsid,
+          s.flags,
+          s.nameMax
+        ]))
+
+    const nameReply = (id: number, effect: Effect.Effect<string, SandboxError>): Job =>
+      Effect.map(effect, (name) => encodeName(id, [{ filename: name, longname: name }]))
+
+    const extended = (id: number, reader: Reader): Job => {
+      const name = reader.string()
+      switch (name) {
+        case "posix-rename@openssh.com": {
+          const from = reader.string()
+          const to = reader.string()
+          return statusReply(id, fs.rename(from, to, { overwrite: true }))
+        }
+        case "statvfs@openssh.com":
+          return statvfsReply(id, reader.string())
+        case "fstatvfs@openssh.com": {
+          const handle = anyHandle(reader)
+          return handle === undefined ? invalidHandle : statvfsReply(id, handle.path)
+        }
+        case "hardlink@openssh.com": {
+          const from = reader.string()
+          const to = reader.string()
+          return statusReply(id, fs.link(from, to))
+        }
+        case "fsync@openssh.com": {
+          const handle = fileHandle(reader)
+          return handle === undefined ? invalidHandle : statusReply(
+            id,
+            onHandle(handle, { _tag: "Barrier" }, handle.file.sync)
+          )
+        }
+        case "limits@openssh.com":
+          return Effect.succeed(
+            encodeExtendedUint64s(id, [MAX_PACKET_LENGTH, MAX_DATA_LENGTH, MAX_DATA_LENGTH, handles.max])
+          )
+        default:
+          return Effect.fail(new Status(FX.OP_UNSUPPORTED))
+      }
+    }
+
+    /** Decodes one request now (in arrival order) into the job that answers it. */
+    const prepare = (type: number, id: number, reader: Reader): Job => {
+      switch (type) {
+        case FXP.OPEN: {
+          const path = reader.string()
+          const pflags = reader.uint32()
+          const { permissions } = readAttributes(reader)
+          return open(id, path, pflags, permissions)
+        }
+        case FXP.CLOSE:
+          return close(id, handleNumber(reader.bytes()))
+        case FXP.READ: {
+          const handle = fileHandle(reader)
+          const offset = reader.uint64()
+          const length = reader.uint32()
+          return handle === undefined ? invalidHandle : read(id, handle, offset, length)
+        }
+        case FXP.WRITE: {
+          const handle = fileHandle(reader)
+          const offset = reader.uint64()
+          const data = reader.bytes()
+          return handle === undefined ? invalidHandle : write(id, handle, offset, data)
+        }
+        case FXP.LSTAT:
+          return attrsReply(id, fs.lstat(reader.string()))
+        case FXP.STAT:
+          return attrsReply(id, fs.stat(reader.string()))
+        case FXP.FSTAT: {
+          const handle = anyHandle(reader)
+          if (handle === undefined) return invalidHandle
+          return attrsReply(
+            id,
+            handle._tag === "File" ? onHandle(handle, { _tag: "Barrier" }, handle.file.stat) : fs.stat(handle.path)
+          )
+        }
+        case FXP.SETSTAT: {
+          const path = reader.string()
+          const { set } = readAttributes(reader)
+          return statusReply(id, fs.setStat(path, set))
+        }
+        case FXP.FSETSTAT: {
+          const handle = anyHandle(reader)
+          const { set } = readAttributes(reader)
+          if (handle === undefined) return invalidHandle
+          return statusReply(
+            id,
+            handle._tag === "File"
+              ? onHandle(handle, { _tag: "Barrier" }, handle.file.setStat(set))
+              : fs.setStat(handle.path, set)
+          )
+        }
+        case FXP.OPENDIR:
+          return openDirectory(id, reader.string())
+        case FXP.READDIR: {
+          const handle = anyHandle(reader)
+          return handle?._tag === "Directory"
+            ? onHandle(handle, { _tag: "Barrier" }, readDirectory(id, handle))
+            : invalidHandle
+        }
+        case FXP.REMOVE:
+          return statusReply(id, fs.remove(reader.string()))
+        case FXP.MKDIR: {
+          const path = reader.string()
+          const { permissions } = readAttributes(reader)
+          return statusReply(id, fs.makeDirectory(path, permissions === undefined ? 0o777 : permissions & 0o7777))
+        }
+        case FXP.RMDIR:
+          return statusReply(id, fs.removeDirectory(reader.string()))
+        case FXP.REALPATH: {
+          const path = reader.string()
+          return nameReply(id, fs.realPath(path === "" ? "." : path))
+        }
+        case FXP.RENAME: {
+          const from = reader.string()
+          const to = reader.string()
+          return statusReply(id, fs.rename(from, to))
+        }
+        case FXP.READLINK:
+          return nameReply(id, fs.readLink(reader.string()))
+        case FXP.SYMLINK: {
+          // OpenSSH sends the link's target first and the link's path second: the reverse of the
+          // draft's order, and what every OpenSSH-compatible client does (OpenSSH PROTOCOL §4.1).
+          const target = reader.string()
+          const linkPath = reader.string()
+          return statusReply(id, fs.symlink(target, linkPath))
+        }
+        case FXP.EXTENDED:
+          return extended(id, reader)
+        default:
+          return Effect.fail(new Status(FX.OP_UNSUPPORTED))
+      }
+    }
+
+    const answer = (id: number, job: Job): Effect.Effect<void> =>
+      job.pipe(
+        Effect.catchAll((error) => {
+          const status = error instanceof Status ? error : statusOf(error)
+          return Effect.succeed(encodeStatus(id, status.code, status.message))
+        }),
+        Effect.catchAllCause((cause) =>
+          Cause.isInterruptedOnly(cause)
+            ? Effect.failCause(cause)
+            : Effect.as(
+              Effect.logWarning("SFTP request failed unexpectedly", cause),
+              encodeStatus(id, FX.FAILURE, statusMessages[FX.FAILURE])
+            )
+        ),
+        Effect.flatMap((reply) => Effect.zipRight(Effect.sync(() => out.send(reply)), out.ready)),
+        Effect.ensuring(permits.release(1))
+      )
+
+    // --- packets -------------------------------------------------------------------------------
+
+    const onPacket = (packet: Buffer): Effect.Effect<void, MalformedPacket> => {
+      const reader = new Reader(packet)
+      const type = reader.uint8()
+      if (!initialized) {
+        if (type !== FXP.INIT) throw new MalformedPacket(`request type ${type} before INIT`)
+        reader.uint32() // the client's version; we speak 3 whatever it is, as OpenSSH does
+        initialized = true
+        out.send(encodeVersion(EXTENSIONS))
+        return Effect.void
+      }
+      if (type === FXP.INIT) throw new MalformedPacket("INIT after initialization")
+      const id = reader.uint32()
+      return Effect.zipRight(
+        permits.take(1),
+        Effect.suspend(() => {
+          let job: Job
+          try {
+            job = prepare(type, id, reader)
+          } catch (error) {
+            if (!(error instanceof MalformedPacket)) throw error
+            return Effect.zipRight(permits.release(1), Effect.fail(error))
+          }
+          return FiberSet.run(fibers, answer(id, job))
+        })
+      )
+    }
+
+    const onChunk = (chunk: Uint8Array): Effect.Effect<void, MalformedPacket> =>
+      Effect.suspend(() => {
+        const packets: Array<Buffer> = []
+        framer.push(chunk, packets)
+        return packets.length === 0
+          ? Effect.void
+          : Effect.forEach(packets, (packet) => Effect.suspend(() => onPacket(packet)), { discard: true })
+      })
+
+    yield* NodeStream.fromReadable<SftpSessionError, Uint8Array>(
+      () => input,
+      (cause) => new SftpSessionError({ reason: "InputFailed", detail: String(cause), cause }),
+      { closeOnDone: false }
+    ).pipe(
+      Stream.runForEach((chunk) =>
+        onChunk(chunk).pipe(
+          Effect.catchAllDefect((defect) =>
+            defect instanceof MalformedPacket ? Effect.fail(defect) : Effect.die(defect)
+          ),
+          Effect.mapError((error) => new SftpSessionError({ reason: "Malformed", detail: error.detail, cause: error }))
+        )
+      )
+    )
+    // The client has ended its side: answer what it asked, then hand the replies on.
+    yield* FiberSet.awaitEmpty(fibers)
+    yield* out.flushed
+  }).pipe(Effect.scoped)
