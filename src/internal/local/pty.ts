@@ -53,7 +53,10 @@ export const runtimeDirectory: Effect.Effect<string, SandboxError, Scope.Scope> 
           cause
         })
     }),
-    (dir) => Effect.promise(() => FsPromises.rm(dir, { recursive: true, force: true }).catch(() => undefined))
+    (dir) =>
+      Effect.promise(() => FsPromises.rm(dir, { recursive: true, force: true }).catch(() => undefined)).pipe(
+        Effect.timeoutOption("10 seconds")
+      )
   )
 
 /**

@@ -68,7 +68,10 @@ const temporaryRoot = Effect.acquireRelease(
         cause
       })
   }),
-  (dir) => Effect.promise(() => FsPromises.rm(dir, { recursive: true, force: true }).catch(() => undefined))
+  (dir) =>
+    Effect.promise(() => FsPromises.rm(dir, { recursive: true, force: true }).catch(() => undefined)).pipe(
+      Effect.timeoutOption("30 seconds")
+    )
 )
 
 const nativeMissing = () =>
