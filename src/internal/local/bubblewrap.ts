@@ -2,10 +2,12 @@
  * The isolated sandbox: one long-lived bubblewrap instance per sandbox, entered by every process
  * with `nsenter`.
  *
- * - `bwrap --die-with-parent --unshare-all --cap-drop ALL ... --json-status-fd 3 <init>` is started
- *   once; the `child-pid` it reports (bwrap's pid 1 inside the new PID namespace) is the target every
- *   process joins. The init lives until its stdin closes: closing it (or the host dying) ends bwrap,
- *   and the kernel then kills everything left in the PID namespace.
+ * - `bwrap --die-with-parent --unshare-{ipc,pid,net,uts,cgroup} --cap-drop ALL ... --json-status-fd 3
+ *   <init>` is started once (`--unshare-all` when not run by root, see `bwrapArgs`); the `child-pid`
+ *   it reports (bwrap's pid 1 inside the new PID namespace) is the target every process joins, once
+ *   the init has said it runs (bwrap reports the pid before the mounts exist). The init lives until
+ *   its stdin closes: closing it (or the host dying) ends bwrap, and the kernel then kills
+ *   everything left in the PID namespace.
  * - The sandbox's `/` is the writable host directory `root`; host `/usr` is bound read-only with the
  *   merged-usr symlinks, plus a curated `/etc` written into `root` on first start. No host secret
  *   (`/etc/shadow`, `/root`, `/home`, `/etc/ssh`) is bound.
