@@ -12,6 +12,7 @@ import type * as Sink from "effect/Sink"
 import type * as Stream from "effect/Stream"
 import { layerCommandExecutor } from "./internal/client/commandExecutor.js"
 import type { ProcessExit, SignalName, WindowSize } from "./Sandbox.js"
+import type { SftpClient } from "./SftpClient.js"
 import type { SshError } from "./SshError.js"
 import type { SshOutput } from "./SshOutput.js"
 
@@ -83,6 +84,12 @@ export interface SshClient {
   readonly exec: (command: string, options?: ExecOptions) => Effect.Effect<SshOutput, SshError>
   /** Starts `command` with streaming stdin/stdout/stderr; closing the scope ends it. */
   readonly spawn: (command: string, options?: ProcessOptions) => Effect.Effect<SshProcess, SshError, Scope.Scope>
+  /**
+   * Opens an SFTP session on this connection; closing the scope closes it. Fails with
+   * `SftpError("Unsupported")` when the server refuses the subsystem (a client opened with
+   * `sftp: false`).
+   */
+  readonly sftp: () => Effect.Effect<SftpClient, SshError, Scope.Scope>
   /**
    * Closes the connection, ending every process it started. Idempotent; later calls on the client
    * fail with `ConnectionError("Closed")`.

@@ -12,6 +12,7 @@ import type { ExecOptions, SshClient } from "../../SshClient.js"
 import { ConnectionError } from "../../SshError.js"
 import { SshOutput } from "../../SshOutput.js"
 import { type ClientState, collectReadable, openExec, startProcess } from "./process.js"
+import { openSftp } from "./sftp/client.js"
 
 /**
  * Wraps a connected client. `scope` owns the connection: closing the client closes it.
@@ -74,6 +75,7 @@ export const makeClient = (
     term: options.term,
     exec,
     spawn: (command, processOptions) => startProcess(state, command, processOptions),
+    sftp: () => openSftp(state),
     close: Effect.suspend(() => {
       closed = true
       return Scope.close(scope, Exit.void)

@@ -1,0 +1,311 @@
+/**
+ * Pipelined transfers over an open handle: several READ or WRITE requests in flight at once
+ * (at most `MAX_IN_FLIGHT`, each at most the session's request size), replies reassembled in file
+ * order. ssh2's `fastGet`/`fastPut` do this only between remote and local files; these work on
+ * memory, streams and sinks.
+ *
+ * @internal
+ */
+import * as Chunk from "effect/Chunk"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Sink from "effect/Sink"
+import * as Stream from "effect/Stream"
+import type { SftpError } from "../../../SshError.js"
+import { MAX_IN_FLIGHT, type Session } from "./session.js"
+
+const asBuffer = (data: Uint8Array): Buffer =>
+  Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+
+/**
+ * Fills `target` from the file at `offset`, with requests in flight concurrently. Resolves with the
+ * number of bytes before the first end of file (the file may be shorter than `target`).
+ *
+ * @internal
+ */
+export const readInto = (
+  session: Session,
+  handle: Buffer,
+  path: string,
+  target: Buffer,
+  offset: number
+): Effect.Effect<number, SftpError> =>
+  Effect.async<number, SftpError>((resume) => {
+    const chunk = session.maxReadLength
+    let next = 0
+    let inFlight = 0
+    let eofAt = target.length
+    let done = false
+    const retries: Array<readonly [number, number]> = []
+    const finish = (effect: Effect.Effect<number, SftpError>) => {
+      if (done) return
+      done = true
+      resume(effect)
+    }
+    const issue = (start: number, length: number) => {
+      inFlight++
+      session.sftp.read(handle, target, start, length, offset + start, (error, bytes) => {
+        inFlight--
+        if (done) return
+        if (error) return finish(Effect.fail(session.error(error, "read", path)))
+        if (bytes === 0) eofAt = Math.min(eofAt, start)
+        // A server may answer with less than asked without being at the end: ask for the rest.
+        else if (bytes < length) retries.push([start + bytes, length - bytes])
+        pump()
+      })
+    }
+    const pump = () => {
+      const reason = session.gone()
+      if (reason !== undefined) {
+        return finish(Effect.fail(session.error(new Error("the SFTP channel is closed"), "read", path)))
+      }
+      while (inFlight < MAX_IN_FLIGHT) {
+        const retry = retries.pop()
+        if (retry !== undefined) {
+          if (retry[0] < eofAt) issue(retry[0], retry[1])
+          continue
+        }
+        if (next >= eofAt) break
+        const length = Math.min(chunk, eofAt - next)
+        issue(next, length)
+        next += length
+      }
+      if (inFlight === 0) finish(Effect.succeed(eofAt))
+    }
+    if (target.length === 0) return resume(Effect.succeed(0))
+    pump()
+    return Effect.sync(() => {
+      done = true
+    })
+  })
+
+/**
+ * Writes all of `data` at `offset` with requests in flight concurrently; resolves once the server
+ * acknowledged every byte.
+ *
+ * @internal
+ */
+export const writeFrom = (
+  session: Session,
+  handle: Buffer,
+  path: string,
+  data: Uint8Array,
+  offset: number
+): Effect.Effect<void, SftpError> =>
+  Effect.async<void, SftpError>((resume) => {
+    const buffer = asBuffer(data)
+    const chunk = session.maxWriteLength
+    let next = 0
+    let inFlight = 0
+    let done = false
+    const finish = (effect: Effect.Effect<void, SftpError>) => {
+      if (done) return
+      done = true
+      resume(effect)
+    }
+    const pump = () => {
+      if (session.gone() !== undefined) {
+        return finish(Effect.fail(session.error(new Error("the SFTP channel is closed"), "write", path)))
+      }
+      while (inFlight < MAX_IN_FLIGHT && next < buffer.length) {
+        const length = Math.min(chunk, buffer.length - next)
+        inFlight++
+        session.sftp.write(handle, buffer, next, length, offset + next, (error) => {
+          inFlight--
+          if (done) return
+          if (error) return finish(Effect.fail(session.error(error, "write", path)))
+          pump()
+        })
+        next += length
+      }
+      if (inFlight === 0 && next >= buffer.length) finish(Effect.void)
+    }
+    if (buffer.length === 0) return resume(Effect.void)
+    pump()
+    return Effect.sync(() => {
+      done = true
+    })
+  })
+
+interface PendingRead {
+  readonly offset: number
+  readonly length: number
+  readonly buffer: Buffer
+  done: boolean
+  error: unknown
+  bytes: number
+  wake: (() => void) | undefined
+}
+
+/**
+ * The bytes of an open file from `offset` (to `end`, or to the end of file) as a stream, reading
+ * ahead with up to `MAX_IN_FLIGHT` requests. Emits chunks in file order, one per reply.
+ *
+ * @internal
+ */
+export const streamHandle = (
+  session: Session,
+  handle: Buffer,
+  path: string,
+  options: { readonly offset: number; readonly end?: number | undefined; readonly chunkSize: number }
+): Stream.Stream<Uint8Array, SftpError> =>
+  Stream.suspend(() => {
+    const queue: Array<PendingRead> = []
+    const end = options.end ?? Number.POSITIVE_INFINITY
+    let next = options.offset
+    let eof = false
+    const issue = (offset: number, length: number): PendingRead => {
+      const pending: PendingRead = {
+        offset,
+        length,
+        buffer: Buffer.allocUnsafe(length),
+        done: false,
+        error: undefined,
+        bytes: 0,
+        wake: undefined
+      }
+      session.sftp.read(handle, pending.buffer, 0, length, offset, (error, bytes) => {
+        pending.done = true
+        pending.error = error
+        pending.bytes = bytes ?? 0
+        const wake = pending.wake
+        pending.wake = undefined
+        wake?.()
+      })
+      return pending
+    }
+    const settled = (pending: PendingRead) =>
+      Effect.async<void>((resume) => {
+        if (pending.done) return resume(Effect.void)
+        pending.wake = () => resume(Effect.void)
+        return Effect.sync(() => {
+          pending.wake = undefined
+        })
+      })
+    const pull: Effect.Effect<Chunk.Chunk<Uint8Array>, Option.Option<SftpError>> = Effect.suspend(() => {
+      if (eof) return Effect.fail(Option.none())
+      if (session.gone() !== undefined) {
+        return Effect.fail(Option.some(session.error(new Error("the SFTP channel is closed"), "read", path)))
+      }
+      while (queue.length < MAX_IN_FLIGHT && next < end) {
+        const length = Math.min(options.chunkSize, end - next)
+        queue.push(issue(next, length))
+        next += length
+      }
+      const head = queue[0]
+      if (head === undefined) return Effect.fail(Option.none())
+      return Effect.flatMap(settled(head), () => {
+        queue.shift()
+        if (head.error) return Effect.fail(Option.some(session.error(head.error, "read", path)))
+        if (head.bytes === 0) {
+          eof = true
+          queue.length = 0
+          return Effect.fail(Option.none())
+        }
+        if (head.bytes < head.length) queue.unshift(issue(head.offset + head.bytes, head.length - head.bytes))
+        return Effect.succeed(Chunk.of(head.buffer.subarray(0, head.bytes)))
+      })
+    })
+    return Stream.repeatEffectChunkOption(pull)
+  })
+
+/**
+ * Writes what it receives at increasing offsets from `offset`. Small chunks are coalesced into
+ * requests of the session's write size; no more input is taken while `MAX_IN_FLIGHT` requests are
+ * unacknowledged. `finish` sends the rest and waits for every acknowledgement.
+ *
+ * @internal
+ */
+export const makeWriter = (session: Session, handle: Buffer, path: string, offset: number) => {
+  const size = session.maxWriteLength
+  let position = offset
+  let inFlight = 0
+  let failure: SftpError | undefined = undefined
+  let wake: (() => void) | undefined = undefined
+  let pending: Array<Buffer> = []
+  let pendingBytes = 0
+
+  const notify = () => {
+    const w = wake
+    wake = undefined
+    w?.()
+  }
+  const send = (buffer: Buffer) => {
+    inFlight++
+    session.sftp.write(handle, buffer, 0, buffer.length, position, (error) => {
+      inFlight--
+      if (error && failure === undefined) failure = session.error(error, "write", path)
+      notify()
+    })
+    position += buffer.length
+  }
+  const waitUntil = (ready: () => boolean): Effect.Effect<void, SftpError> =>
+    Effect.async<void, SftpError>((resume) => {
+      const check = () => {
+        if (failure !== undefined) return resume(Effect.fail(failure))
+        if (ready()) return resume(Effect.void)
+        wake = check
+      }
+      check()
+      return Effect.sync(() => {
+        wake = undefined
+      })
+    })
+  const checkOpen = Effect.suspend(() => {
+    if (failure !== undefined) return Effect.fail(failure)
+    return session.ensureOpen("write", path)
+  })
+  /** Sends the full requests buffered so far, one by one as the window allows. */
+  const drain = (all: boolean): Effect.Effect<void, SftpError> =>
+    Effect.suspend(() => {
+      if (pendingBytes === 0 || (!all && pendingBytes < size)) return Effect.void
+      const joined = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes)
+      const whole = all ? joined.length : joined.length - (joined.length % size)
+      const rest = joined.subarray(whole)
+      pending = rest.length > 0 ? [rest] : []
+      pendingBytes = rest.length
+      let at = 0
+      const loop: Effect.Effect<void, SftpError> = Effect.suspend(() => {
+        while (at < whole && inFlight < MAX_IN_FLIGHT) {
+          const length = Math.min(size, whole - at)
+          send(joined.subarray(at, at + length))
+          at += length
+        }
+        if (at >= whole) return Effect.void
+        return Effect.zipRight(
+          checkOpen,
+          Effect.zipRight(waitUntil(() => inFlight < MAX_IN_FLIGHT), loop)
+        )
+      })
+      return Effect.zipRight(checkOpen, loop)
+    })
+  const push = (chunk: Uint8Array): Effect.Effect<void, SftpError> =>
+    Effect.suspend(() => {
+      if (chunk.length === 0) return Effect.void
+      pending.push(asBuffer(chunk))
+      pendingBytes += chunk.length
+      return drain(false)
+    })
+  const finish: Effect.Effect<void, SftpError> = Effect.zipRight(
+    drain(true),
+    waitUntil(() => inFlight === 0)
+  )
+  return { push, finish, position: () => position }
+}
+
+/**
+ * A sink writing to an already open handle (the caller owns it).
+ *
+ * @internal
+ */
+export const sinkHandle = (
+  session: Session,
+  handle: Buffer,
+  path: string,
+  offset: number
+): Sink.Sink<void, Uint8Array, never, SftpError> =>
+  Sink.suspend(() => {
+    const writer = makeWriter(session, handle, path, offset)
+    return Sink.forEachChunk((chunk: Chunk.Chunk<Uint8Array>) => Effect.forEach(chunk, writer.push, { discard: true }))
+      .pipe(Sink.mapEffect(() => writer.finish))
+  })
