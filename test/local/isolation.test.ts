@@ -92,6 +92,10 @@ describe.skipIf(!hasBwrap)("LocalSandbox isolation (bubblewrap)", () => {
       const unknown = yield* Effect.flip(sh(sandbox, "true", { user: "mallory" }))
       assert.strictEqual(unknown.reason, "InvalidArgument")
       assert.include(unknown.message, "mallory")
+      // a planted symlink never makes the host read its own files (here: the host's /etc/passwd)
+      yield* sh(sandbox, "mv /etc/passwd /etc/passwd.real && ln -s /proc/1/root/etc/passwd.real /etc/passwd")
+      const planted = yield* Effect.flip(sh(sandbox, "true"))
+      assert.strictEqual(planted.reason, "InvalidArgument")
     }))
 
   it.scopedLive("a missing working directory fails like the shell's cd", () =>
