@@ -1,5 +1,6 @@
 /**
- * The SSH namespace of a sandbox: open native clients to it. Holds no resources of its own.
+ * The SSH namespace of a sandbox: open native clients to it, or prepare a server endpoint for
+ * OpenSSH's tools. Holds no resources of its own.
  *
  * @since 0.1.0
  * @example
@@ -24,10 +25,12 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import { openClient as openInProcess } from "./internal/openClient.js"
+import { prepareServer as prepareEndpoint } from "./internal/server/endpoint.js"
 import { Sandbox } from "./Sandbox.js"
 import type { SshClient } from "./SshClient.js"
 import type { SshError } from "./SshError.js"
 import * as SshKeys from "./SshKeys.js"
+import type { ServerOptions, SshServer } from "./SshServer.js"
 
 /**
  * Options of `openClient` (the reference's `WithSSHUser`, `WithSSHTerm`, `WithSSHClientSFTP`).
@@ -60,6 +63,11 @@ export interface SandboxSsh {
    * pinned. Closing the scope closes the client and ends every process it started.
    */
   readonly openClient: (options?: ClientOptions) => Effect.Effect<SshClient, SshError, Scope.Scope>
+  /**
+   * Prepares a reusable server endpoint: loads or creates the host key, reads authorized keys.
+   * Closing the scope closes it, its listeners, connections and processes.
+   */
+  readonly prepareServer: (options?: ServerOptions) => Effect.Effect<SshServer, SshError, Scope.Scope>
 }
 
 /**
@@ -78,7 +86,8 @@ export const SandboxSsh: Context.Tag<SandboxSsh, SandboxSsh> = Context.GenericTa
  */
 export const make = (sandbox: Sandbox, keys: SshKeys.SshKeys = SshKeys.make): SandboxSsh => ({
   sandbox,
-  openClient: (options) => openInProcess(sandbox, keys, options)
+  openClient: (options) => openInProcess(sandbox, keys, options),
+  prepareServer: (options) => prepareEndpoint(sandbox, keys, options)
 })
 
 /**
@@ -100,3 +109,14 @@ export const openClient = (
   options?: ClientOptions
 ): Effect.Effect<SshClient, SshError, SandboxSsh | Scope.Scope> =>
   Effect.flatMap(SandboxSsh, (ssh) => ssh.openClient(options))
+
+/**
+ * Prepares a server endpoint for the sandbox of the `SandboxSsh` in context.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const prepareServer = (
+  options?: ServerOptions
+): Effect.Effect<SshServer, SshError, SandboxSsh | Scope.Scope> =>
+  Effect.flatMap(SandboxSsh, (ssh) => ssh.prepareServer(options))

@@ -20,3 +20,5 @@ export * as SshError from "./SshError.js"
 export * as SshKeys from "./SshKeys.js"
 /** @since 0.1.0 */
 export * as SshOutput from "./SshOutput.js"
+/** @since 0.1.0 */
+export * as SshServer from "./SshServer.js"

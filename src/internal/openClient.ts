@@ -16,6 +16,7 @@ import type { SshKeys } from "../SshKeys.js"
 import { makeClient } from "./client/client.js"
 import { connect } from "./client/connect.js"
 import { DEFAULT_INACTIVITY_TIMEOUT, validTerm, validTimeout, validUser } from "./options.js"
+import { unrestricted } from "./server/authorization.js"
 import { makeSsh2Server, serveTransport } from "./server/connection.js"
 import { makeDuplexPair } from "./transport/duplexPair.js"
 
@@ -48,7 +49,9 @@ export const openClient = (
           sftp: options.sftp ?? true,
           inactivityTimeout,
           authorize: (request) =>
-            request.username === user && Buffer.compare(Buffer.from(request.publicBlob), Buffer.from(clientBlob)) === 0
+            request.username === user && Buffer.from(request.publicBlob).equals(Buffer.from(clientBlob))
+              ? unrestricted(clientKey.fingerprint)
+              : undefined
         }).pipe(Effect.ignore)
       )
       const client = yield* connect({

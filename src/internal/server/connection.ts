@@ -15,6 +15,8 @@ import ssh2 from "ssh2"
 import type { Sandbox } from "../../Sandbox.js"
 import { ConnectionError } from "../../SshError.js"
 import type { KeyPair } from "../../SshKeys.js"
+import type { Authorization } from "./authorization.js"
+import { handleDirectTcpip } from "./forwarding.js"
 import { handleSession } from "./session.js"
 
 /** What the server knows about the key a client authenticated with. @internal */
@@ -22,6 +24,8 @@ export interface AuthRequest {
   readonly username: string
   readonly keyAlgorithm: string
   readonly publicBlob: Uint8Array
+  /** The client's address when the transport has one (TCP), for `from=`. */
+  readonly remoteAddress: string | undefined
 }
 
 /** @internal */
@@ -32,7 +36,8 @@ export interface ServerConfig {
   readonly sftp: boolean
   /** Zero disables the timeout. */
   readonly inactivityTimeout: Duration.Duration
-  readonly authorize: (request: AuthRequest) => boolean
+  /** The key's restrictions, or `undefined` to refuse it. */
+  readonly authorize: (request: AuthRequest) => Authorization | undefined
 }
 
 /** Algorithms offered by our endpoints: fast AEAD ciphers first, no compression (FACTS.md). @internal */
@@ -74,7 +79,8 @@ const verifySignature = (ctx: ssh2.PublicKeyAuthContext): boolean => {
 export const serveTransport = (
   server: ssh2.Server,
   socket: Duplex,
-  config: ServerConfig
+  config: ServerConfig,
+  remoteAddress?: string
 ): Effect.Effect<void, ConnectionError> =>
   Effect.scoped(
     Effect.gen(function*() {
@@ -102,23 +108,34 @@ export const serveTransport = (
           )
           Deferred.unsafeDone(closed, Effect.void)
         })
+        let authorization: Authorization | undefined = undefined
         connection.on("authentication", (ctx) => {
           if (ctx.method !== "publickey") return ctx.reject(["publickey"])
           const allowed = config.authorize({
             username: ctx.username,
             keyAlgorithm: ctx.key.algo,
-            publicBlob: new Uint8Array(ctx.key.data)
+            publicBlob: new Uint8Array(ctx.key.data),
+            remoteAddress
           })
-          if (!allowed) return ctx.reject(["publickey"])
+          if (allowed === undefined) return ctx.reject(["publickey"])
           // Without a signature this is the client asking whether the key would do (RFC 4252 §7).
           if (ctx.signature === undefined) return ctx.accept()
-          return verifySignature(ctx) ? ctx.accept() : ctx.reject(["publickey"])
+          if (!verifySignature(ctx)) return ctx.reject(["publickey"])
+          authorization = allowed
+          ctx.accept()
         })
         connection.on("ready", () => {
           Deferred.unsafeDone(authenticated, Effect.void)
+          const granted = authorization!
+          runFork(Effect.logDebug("authenticated").pipe(Effect.annotateLogs({ key: granted.fingerprint })))
           connection.on("session", (accept, reject) => {
             touch()
-            runFork(handleSession(accept, reject, config, touch))
+            runFork(handleSession(accept, reject, config, granted, touch))
+          })
+          connection.on("tcpip", (accept, reject, info: ssh2.TcpipRequestInfo) => {
+            touch()
+            if (!granted.allowPortForwarding) return reject()
+            runFork(handleDirectTcpip(accept, reject, info, config.sandbox, touch))
           })
         })
       }

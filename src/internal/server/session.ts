@@ -6,7 +6,6 @@
  */
 import * as NodeStream from "@effect/platform-node/NodeStream"
 import * as Cause from "effect/Cause"
-import type * as Chunk from "effect/Chunk"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -19,6 +18,8 @@ import type * as ssh2 from "ssh2"
 import type { PtyOptions, SandboxProcess, SpawnOptions } from "../../Sandbox.js"
 import { SandboxError } from "../../SshError.js"
 import { exitSignalName } from "../signals.js"
+import type { Authorization } from "./authorization.js"
+import { channelClosed, flushed, writeChunk } from "./channel.js"
 import type { ServerConfig } from "./connection.js"
 import { serveChannel as serveSftpChannel } from "./sftp/channel.js"
 
@@ -32,57 +33,6 @@ interface SessionState {
 const channelError = (operation: string) => (cause: unknown) =>
   new SandboxError({ reason: "TransportFailed", operation, detail: String(cause), cause })
 
-/** Waits until everything written to `writable` has been handed to the transport. */
-const flushed = (writable: Writable): Effect.Effect<void> =>
-  Effect.async<void>((resume) => {
-    if (writable.writableLength === 0 || writable.destroyed) return resume(Effect.void)
-    const done = () => {
-      cleanup()
-      resume(Effect.void)
-    }
-    const cleanup = () => {
-      writable.removeListener("drain", done)
-      writable.removeListener("close", done)
-    }
-    writable.on("drain", done)
-    writable.on("close", done)
-    return Effect.sync(cleanup)
-  })
-
-/**
- * Writes a chunk of buffers, waiting for `drain` whenever the channel's window is full, so a slow
- * client slows the process down instead of growing a buffer.
- */
-const writeChunk = (writable: Writable, chunk: Chunk.Chunk<Uint8Array>): Effect.Effect<void> =>
-  Effect.async<void>((resume) => {
-    let ready = true
-    for (const bytes of chunk) ready = writable.write(bytes)
-    if (ready || writable.destroyed) return resume(Effect.void)
-    const done = () => {
-      cleanup()
-      resume(Effect.void)
-    }
-    const cleanup = () => {
-      writable.removeListener("drain", done)
-      writable.removeListener("close", done)
-    }
-    writable.once("drain", done)
-    writable.once("close", done)
-    return Effect.sync(cleanup)
-  })
-
-/** Resolves when the channel is closed by either side. */
-const isClosed = (channel: ssh2.ServerChannel): boolean =>
-  (channel as unknown as { incoming?: { state?: string } }).incoming?.state === "closed"
-
-const channelClosed = (channel: ssh2.ServerChannel): Effect.Effect<void> =>
-  Effect.async<void>((resume) => {
-    if (isClosed(channel)) return resume(Effect.void)
-    const done = () => resume(Effect.void)
-    channel.once("close", done)
-    return Effect.sync(() => channel.removeListener("close", done))
-  })
-
 /**
  * Runs one command (or the login shell when `command` is undefined) for the life of `channel`:
  * stdin from the channel, stdout and stderr to it, then exit-status or exit-signal after every byte
@@ -93,13 +43,20 @@ const runProcess = (
   command: string | undefined,
   state: SessionState,
   config: ServerConfig,
+  authorization: Authorization,
   touch: () => void
 ): Effect.Effect<void> => {
   const { sandbox } = config
+  // A forced command (authorized_keys command="...") replaces what the client asked for, as sshd does.
+  const forced = authorization.forcedCommand
+  const run = forced ?? command
+  const env: Record<string, string> = { ...state.env, ...authorization.environment }
+  if (forced !== undefined && command !== undefined) env.SSH_ORIGINAL_COMMAND = command
+  if (state.pty !== undefined) env.TERM = state.pty.term
   const spawnOptions: SpawnOptions = {
     command: sandbox.info.shell,
-    args: command === undefined ? ["-l"] : ["-c", command],
-    env: state.pty === undefined ? state.env : { ...state.env, TERM: state.pty.term },
+    args: run === undefined ? ["-l"] : ["-c", run],
+    env,
     user: config.user,
     pty: state.pty
   }
@@ -173,6 +130,7 @@ export const handleSession = (
   accept: ssh2.AcceptConnection<ssh2.Session>,
   _reject: ssh2.RejectConnection,
   config: ServerConfig,
+  authorization: Authorization,
   touch: () => void
 ): Effect.Effect<void> =>
   Effect.gen(function*() {
@@ -203,12 +161,14 @@ export const handleSession = (
       state.started = true
       const channel = acceptChannel()
       runFork(
-        runProcess(channel, command, state, config, touch).pipe(Effect.ensuring(Deferred.succeed(done, void 0)))
+        runProcess(channel, command, state, config, authorization, touch).pipe(
+          Effect.ensuring(Deferred.succeed(done, void 0))
+        )
       )
     }
 
     session.on("pty", (acceptPty, rejectPty, info: ssh2.PseudoTtyInfo) => {
-      if (state.started) return rejectPty?.()
+      if (state.started || !authorization.allowPty) return rejectPty?.()
       state.pty = { term: info.term || "xterm", cols: info.cols || 80, rows: info.rows || 24 }
       acceptPty?.()
     })

@@ -1,0 +1,245 @@
+import { assert, describe, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import { createHash } from "node:crypto"
+import * as fs from "node:fs"
+import * as net from "node:net"
+import * as Path from "node:path"
+import * as LocalSandbox from "../src/LocalSandbox.js"
+import * as SandboxSsh from "../src/SandboxSsh.js"
+import type * as SshServer from "../src/SshServer.js"
+import { makeOpenSshSetup, type OpenSshSetup, run } from "./support/openssh.js"
+
+const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex")
+
+interface Endpoint {
+  readonly setup: OpenSshSetup
+  readonly server: SshServer.SshServer
+  readonly listener: SshServer.Listener
+  readonly ssh: (args: ReadonlyArray<string>, input?: string | Uint8Array) => ReturnType<typeof run>
+}
+
+const makeEndpoint = (
+  isolation: "bubblewrap" | "none",
+  options: SshServer.ServerOptions = {}
+): Effect.Effect<Endpoint, unknown, Scope.Scope> =>
+  Effect.gen(function*() {
+    const setup = yield* makeOpenSshSetup
+    const sandbox = yield* LocalSandbox.make({ isolation })
+    const server = yield* SandboxSsh.make(sandbox).prepareServer({
+      hostKeyPath: Path.join(setup.home, "host_key"),
+      authorizedKeysPath: Path.join(setup.home, "authorized_keys"),
+      ...options
+    })
+    const listener = yield* server.listen({ port: 0 })
+    setup.trustHost(`[127.0.0.1]:${listener.port}`, server.hostKey.publicKey)
+    const ssh = (args: ReadonlyArray<string>, input?: string | Uint8Array) =>
+      run(
+        "ssh",
+        [...setup.sshOptions, "-p", String(listener.port), "root@127.0.0.1", ...args],
+        input === undefined ? {} : { input }
+      )
+    return { setup, server, listener, ssh }
+  })
+
+describe("SshServer over TCP with OpenSSH's ssh (bubblewrap)", () => {
+  it.scopedLive("runs commands with their exit codes and separate stderr", () =>
+    Effect.gen(function*() {
+      const { ssh } = yield* makeEndpoint("bubblewrap")
+      for (const code of [0, 1, 42]) {
+        const result = yield* ssh([`echo out; echo err >&2; exit ${code}`])
+        assert.strictEqual(result.code, code)
+        assert.strictEqual(result.stdout.toString(), "out\n")
+        assert.strictEqual(result.stderr, "err\n")
+      }
+      const hostname = yield* ssh(["hostname"])
+      assert.strictEqual(hostname.stdout.toString(), "sandbox\n")
+    }))
+
+  it.scopedLive("carries 50 MiB through stdin intact", () =>
+    Effect.gen(function*() {
+      const { ssh } = yield* makeEndpoint("bubblewrap")
+      const data = new Uint8Array(50 * 1024 * 1024).map((_, i) => (i * 2654435761) >>> 24)
+      const result = yield* ssh(["sha256sum"], data)
+      assert.strictEqual(result.code, 0)
+      assert.strictEqual(result.stdout.toString().split(" ")[0], sha256(data))
+    }))
+
+  it.scopedLive("gives ssh -tt a terminal of the requested size", () =>
+    Effect.gen(function*() {
+      const { ssh } = yield* makeEndpoint("bubblewrap")
+      const result = yield* ssh(["-tt", "tty; stty size; exit 3"])
+      assert.strictEqual(result.code, 3)
+      const lines = result.stdout.toString().split(/\r?\n/)
+      assert.match(lines[0]!, /^\/dev\/pts\/\d+$/)
+      assert.match(lines[1]!, /^\d+ \d+$/)
+    }))
+
+  it.scopedLive("passes SetEnv variables and reports a signal death", () =>
+    Effect.gen(function*() {
+      const { ssh } = yield* makeEndpoint("bubblewrap")
+      const env = yield* ssh(["-o", "SetEnv=GREETING=hello", "echo $GREETING"])
+      assert.strictEqual(env.stdout.toString(), "hello\n")
+      const killed = yield* ssh(["kill -TERM $$"])
+      assert.strictEqual(killed.code, 255)
+    }))
+
+  it.scopedLive("refuses a key that is not authorized", () =>
+    Effect.gen(function*() {
+      const { setup, listener } = yield* makeEndpoint("bubblewrap")
+      const other = Path.join(setup.dir, "other_key")
+      yield* run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", other])
+      const options = setup.sshOptions.map((option) => option === setup.identity ? other : option)
+      const result = yield* run("ssh", [...options, "-p", String(listener.port), "root@127.0.0.1", "true"])
+      assert.strictEqual(result.code, 255)
+      assert.include(result.stderr, "Permission denied")
+    }))
+})
+
+describe("SshServer keys and options", () => {
+  it.scopedLive("keeps the host key stable across servers and refuses loose permissions", () =>
+    Effect.gen(function*() {
+      const setup = yield* makeOpenSshSetup
+      const sandbox = yield* LocalSandbox.make({ isolation: "none" })
+      const ssh = SandboxSsh.make(sandbox)
+      const hostKeyPath = Path.join(setup.home, "keys", "host")
+      const options = { hostKeyPath, authorizedKeysPath: Path.join(setup.home, "authorized_keys") }
+      const first = yield* ssh.prepareServer(options)
+      const second = yield* ssh.prepareServer(options)
+      assert.strictEqual(first.hostKey.fingerprint, second.hostKey.fingerprint)
+      assert.strictEqual(fs.statSync(hostKeyPath).mode & 0o777, 0o600)
+      assert.strictEqual(fs.statSync(Path.dirname(hostKeyPath)).mode & 0o777, 0o700)
+      const before = fs.readFileSync(hostKeyPath, "utf8")
+      fs.chmodSync(hostKeyPath, 0o644)
+      const loose = yield* Effect.flip(ssh.prepareServer(options))
+      assert.strictEqual(loose._tag, "KeyError")
+      assert.include(loose.message, "chmod 600")
+      assert.strictEqual(fs.readFileSync(hostKeyPath, "utf8"), before)
+    }))
+
+  it.scopedLive("creates one host key when two servers start at once", () =>
+    Effect.gen(function*() {
+      const setup = yield* makeOpenSshSetup
+      const sandbox = yield* LocalSandbox.make({ isolation: "none" })
+      const ssh = SandboxSsh.make(sandbox)
+      const options = {
+        hostKeyPath: Path.join(setup.home, "race", "host"),
+        authorizedKeysPath: Path.join(setup.home, "authorized_keys")
+      }
+      const servers = yield* Effect.all(Array.from({ length: 8 }, () => ssh.prepareServer(options)), {
+        concurrency: "unbounded"
+      })
+      const fingerprints = new Set(servers.map((server) => server.hostKey.fingerprint))
+      assert.strictEqual(fingerprints.size, 1)
+      assert.deepStrictEqual(fs.readdirSync(Path.join(setup.home, "race")), ["host"])
+    }))
+
+  it.scopedLive("reports bad authorized_keys lines and loads the rest; a missing file names the fix", () =>
+    Effect.gen(function*() {
+      const setup = yield* makeOpenSshSetup
+      const sandbox = yield* LocalSandbox.make({ isolation: "none" })
+      const ssh = SandboxSsh.make(sandbox)
+      const authorizedKeysPath = Path.join(setup.home, "authorized_keys")
+      fs.writeFileSync(
+        authorizedKeysPath,
+        `# comment\n\nssh-ed25519 not-base64!\nno-pty,from="127.0.0.1" ${setup.publicKey}\n`
+      )
+      const server = yield* ssh.prepareServer({ hostKeyPath: Path.join(setup.home, "h"), authorizedKeysPath })
+      assert.strictEqual(server.authorizedKeys.keys.length, 1)
+      assert.deepStrictEqual(server.authorizedKeys.problems.map((p) => p.line), [3])
+      assert.deepStrictEqual(server.authorizedKeys.keys[0]!.options.map((o) => o.name), ["no-pty", "from"])
+      const missing = yield* Effect.flip(
+        ssh.prepareServer({ hostKeyPath: Path.join(setup.home, "h"), authorizedKeysPath: "/nonexistent/keys" })
+      )
+      assert.strictEqual(missing._tag, "KeyError")
+      assert.include(missing.message, "/nonexistent/keys")
+      assert.include(missing.message, "sandbox-ssh authorize")
+    }))
+
+  it.scopedLive("enforces authorized_keys restrictions: command=, no-pty, from=, environment=", () =>
+    Effect.gen(function*() {
+      const endpoint = yield* makeEndpoint("none")
+      const authorizedKeysPath = Path.join(endpoint.setup.home, "authorized_keys")
+      fs.writeFileSync(
+        authorizedKeysPath,
+        `command="echo forced:$SSH_ORIGINAL_COMMAND:$MODE",no-pty,environment="MODE=ro" ${endpoint.setup.publicKey}\n`
+      )
+      const forced = yield* endpoint.ssh(["echo asked"])
+      assert.strictEqual(forced.stdout.toString(), "forced:echo asked:ro\n")
+      // OpenSSH treats a refused PTY as fatal when one was explicitly requested.
+      const tty = yield* endpoint.ssh(["-tt", "echo asked"])
+      assert.strictEqual(tty.code, 255)
+      assert.include(tty.stderr, "PTY allocation request failed")
+      fs.writeFileSync(authorizedKeysPath, `from="10.9.8.7" ${endpoint.setup.publicKey}\n`)
+      const refused = yield* endpoint.ssh(["true"])
+      assert.strictEqual(refused.code, 255)
+      fs.writeFileSync(authorizedKeysPath, `from="127.0.0.0/8,!10.0.0.1" ${endpoint.setup.publicKey}\n`)
+      const allowed = yield* endpoint.ssh(["echo ok"])
+      assert.strictEqual(allowed.stdout.toString(), "ok\n")
+      fs.writeFileSync(authorizedKeysPath, `unknown-option ${endpoint.setup.publicKey}\n`)
+      const unknown = yield* endpoint.ssh(["true"])
+      assert.strictEqual(unknown.code, 255)
+    }))
+
+  it.scopedLive("forwards -L to a server listening inside the sandbox's network", () =>
+    Effect.gen(function*() {
+      const endpoint = yield* makeEndpoint("none")
+      const target = yield* Effect.acquireRelease(
+        Effect.async<net.Server>((resume) => {
+          const server = net.createServer((socket) => socket.end("hello from inside\n"))
+          server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+        }),
+        (server) => Effect.sync(() => server.close())
+      )
+      const targetPort = (target.address() as net.AddressInfo).port
+      const localPort = yield* freePort
+      yield* Effect.forkScoped(
+        endpoint.ssh(["-N", "-o", "ExitOnForwardFailure=yes", "-L", `${localPort}:127.0.0.1:${targetPort}`])
+      )
+      const received = yield* readFromPort(localPort)
+      assert.strictEqual(received, "hello from inside\n")
+    }))
+
+  it.scopedLive("closes an idle connection after the inactivity timeout", () =>
+    Effect.gen(function*() {
+      const endpoint = yield* makeEndpoint("none", { inactivityTimeout: "1 second" })
+      const started = Date.now()
+      const result = yield* endpoint.ssh(["-N"])
+      assert.strictEqual(result.code, 255)
+      assert.isBelow(Date.now() - started, 30_000)
+      const busy = yield* endpoint.ssh(["sleep 0.3; echo still-here"])
+      assert.strictEqual(busy.stdout.toString(), "still-here\n")
+    }))
+
+  it.scopedLive("invalid options fail before anything starts", () =>
+    Effect.gen(function*() {
+      const sandbox = yield* LocalSandbox.make({ isolation: "none" })
+      const ssh = SandboxSsh.make(sandbox)
+      const result = yield* Effect.either(ssh.prepareServer({ inactivityTimeout: -5 }))
+      assert.isTrue(Either.isLeft(result))
+      if (Either.isLeft(result)) assert.strictEqual(result.left._tag, "InvalidOptionError")
+    }))
+})
+
+const freePort = Effect.async<number>((resume) => {
+  const server = net.createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const port = (server.address() as net.AddressInfo).port
+    server.close(() => resume(Effect.succeed(port)))
+  })
+})
+
+/** Connects to a forwarded port (retrying while ssh sets it up) and reads until EOF. */
+const readFromPort = (port: number): Effect.Effect<string> =>
+  Effect.async<string, Error>((resume) => {
+    const socket = net.connect(port, "127.0.0.1")
+    let data = ""
+    socket.on("data", (chunk) => (data += chunk.toString()))
+    socket.on("end", () => resume(Effect.succeed(data)))
+    socket.on("error", (error) => resume(Effect.fail(error)))
+  }).pipe(
+    Effect.retry(Schedule.intersect(Schedule.spaced("100 millis"), Schedule.recurs(100))),
+    Effect.orDie
+  )
