@@ -79,6 +79,8 @@ export const connect = (
     yield* Effect.acquireRelease(
       Effect.suspend(() => service(connection)).pipe(
         Effect.scoped,
+        // The fork would inherit the acquisition's uninterruptibility.
+        Effect.interruptible,
         Effect.onExit(finish),
         // The outcome reached the client through `finish`.
         Effect.exit,

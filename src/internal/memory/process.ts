@@ -184,8 +184,9 @@ export const spawn = (
       })
 
     const fiber = yield* Effect.acquireRelease(
-      // The outcome reaches `exit` through `finish`.
-      program.pipe(Effect.onExit(finish), Effect.exit, Effect.forkIn(runner.scope)),
+      // The outcome reaches `exit` through `finish`. The fork would inherit the acquisition's
+      // uninterruptibility, and a process must stay killable.
+      program.pipe(Effect.interruptible, Effect.onExit(finish), Effect.exit, Effect.forkIn(runner.scope)),
       (fiber) => Fiber.interrupt(fiber).pipe(Effect.timeoutOption(FINALIZER_TIMEOUT), Effect.asVoid)
     )
 
