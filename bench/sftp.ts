@@ -1,0 +1,114 @@
+/**
+ * SFTP throughput through the public API: `client.sftp()` then whole-file `write` and `read` of
+ * N MiB (default 256), and the streaming pair `writeSink`/`readStream`, each in MiB/s. The bytes
+ * read back are compared (sha256) with those written, so a fast but wrong transfer fails.
+ *
+ * Standalone: `npx tsx bench/sftp.ts [MiB] [rounds]` (LocalSandbox, isolation "none").
+ */
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Stream from "effect/Stream"
+import { createHash, randomBytes } from "node:crypto"
+import * as LocalSandbox from "../src/LocalSandbox.js"
+import type { Sandbox } from "../src/Sandbox.js"
+import * as SandboxSsh from "../src/SandboxSsh.js"
+
+export interface SftpBenchOptions {
+  /** File size in MiB. Default 256. */
+  readonly mib?: number | undefined
+  /** Rounds of each measurement; the median is reported. Default 3. */
+  readonly rounds?: number | undefined
+  /** The sandbox to measure; default a fresh `LocalSandbox` with isolation `"none"`. */
+  readonly sandbox?: Sandbox | undefined
+}
+
+export interface SftpBenchResults {
+  readonly mib: number
+  /** Median MiB/s of each round. */
+  readonly write: number
+  readonly read: number
+  readonly writeSink: number
+  readonly readStream: number
+  /** Every round, MiB/s, in order. */
+  readonly rounds: {
+    readonly write: ReadonlyArray<number>
+    readonly read: ReadonlyArray<number>
+    readonly writeSink: ReadonlyArray<number>
+    readonly readStream: ReadonlyArray<number>
+  }
+  /** The session's request sizes (from `limits@openssh.com` when the server offers it). */
+  readonly maxReadLength: number
+  readonly maxWriteLength: number
+}
+
+const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex")
+
+const median = (values: ReadonlyArray<number>) => {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN
+}
+
+const timedMiBs = <A, E, R>(mib: number, effect: Effect.Effect<A, E, R>) =>
+  Effect.map(Effect.timed(effect), ([duration, value]) => [mib / (Duration.toMillis(duration) / 1000), value] as const)
+
+/** Measures SFTP write and read of `mib` MiB; returns MiB/s (medians and every round). */
+export const measureSftp = (options: SftpBenchOptions = {}): Effect.Effect<SftpBenchResults, unknown> =>
+  Effect.gen(function*() {
+    const mib = options.mib ?? 256
+    const rounds = Math.max(1, options.rounds ?? 3)
+    const sandbox = options.sandbox ?? (yield* LocalSandbox.make({ isolation: "none" }))
+    const client = yield* SandboxSsh.make(sandbox).openClient()
+    const sftp = yield* client.sftp()
+    const path = `sftp-bench-${process.pid}.bin`
+    yield* Effect.addFinalizer(() => Effect.ignore(sftp.removeFile(path)))
+
+    const data = randomBytes(mib * 1024 * 1024)
+    const expected = sha256(data)
+    const check = (bytes: Uint8Array) =>
+      sha256(bytes) === expected ? Effect.void : Effect.fail(new Error("bytes read back differ from those written"))
+    // Chunks as a producer would hand them over (64 KiB, like a Node file stream).
+    const chunks = Stream.fromIterable(
+      Array.from({ length: data.length / 65536 }, (_, i) => data.subarray(i * 65536, (i + 1) * 65536))
+    )
+
+    const results = {
+      write: [] as Array<number>,
+      read: [] as Array<number>,
+      writeSink: [] as Array<number>,
+      readStream: [] as Array<number>
+    }
+    for (let round = 0; round < rounds; round++) {
+      const [write] = yield* timedMiBs(mib, sftp.write(path, data))
+      const [read, bytes] = yield* timedMiBs(mib, sftp.read(path))
+      yield* check(bytes)
+      const [writeSink] = yield* timedMiBs(mib, Stream.run(chunks, sftp.writeSink(path)))
+      const [readStream, parts] = yield* timedMiBs(mib, Stream.runCollect(sftp.readStream(path)))
+      yield* check(Buffer.concat([...parts]))
+      results.write.push(write)
+      results.read.push(read)
+      results.writeSink.push(writeSink)
+      results.readStream.push(readStream)
+    }
+    return {
+      mib,
+      write: median(results.write),
+      read: median(results.read),
+      writeSink: median(results.writeSink),
+      readStream: median(results.readStream),
+      rounds: results,
+      maxReadLength: sftp.limits.maxReadLength,
+      maxWriteLength: sftp.limits.maxWriteLength
+    }
+  }).pipe(Effect.scoped)
+
+if (process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].replace(/^.*\//, "/"))) {
+  const mib = Number(process.argv[2] ?? 256)
+  const rounds = Number(process.argv[3] ?? 3)
+  Effect.runPromise(measureSftp({ mib, rounds })).then(
+    (results) => console.log(JSON.stringify(results, null, 2)),
+    (error) => {
+      console.error(error)
+      process.exitCode = 1
+    }
+  )
+}
