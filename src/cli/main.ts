@@ -1,0 +1,233 @@
+/**
+ * The `sandbox-ssh` command line: serve a sandbox to OpenSSH's tools, run commands in it, manage
+ * authorized keys and print the `~/.ssh/config` block.
+ *
+ * Logs go to stderr: with `serve --stdio`, stdout carries nothing but SSH bytes.
+ *
+ * @internal
+ */
+import * as Args from "@effect/cli/Args"
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
+import * as ValidationError from "@effect/cli/ValidationError"
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as NodeSink from "@effect/platform-node/NodeSink"
+import * as NodeStream from "@effect/platform-node/NodeStream"
+import * as Cause from "effect/Cause"
+import * as Console from "effect/Console"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
+import * as Option from "effect/Option"
+import * as Stream from "effect/Stream"
+import * as fs from "node:fs"
+import * as Path from "node:path"
+import { shellQuote } from "../internal/client/commandExecutor.js"
+import { defaultAuthorizedKeysPath, defaultHostKeyPath, homeDirectory } from "../internal/home.js"
+import * as SandboxSsh from "../SandboxSsh.js"
+import { InvalidOptionError, KeyError } from "../SshError.js"
+import * as SshKeys from "../SshKeys.js"
+import { openSandbox, sandboxOptions, sandboxRoot, type SandboxSelection } from "./sandbox.js"
+
+const verbose = Options.boolean("verbose").pipe(Options.withAlias("v"), Options.withDescription("debug logs on stderr"))
+
+const withLogging = (isVerbose: boolean) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  effect.pipe(Logger.withMinimumLogLevel(isVerbose ? LogLevel.Debug : LogLevel.Warning))
+
+// serve ------------------------------------------------------------------------------------------
+
+const serve = Command.make(
+  "serve",
+  {
+    ...sandboxOptions,
+    verbose,
+    stdio: Options.boolean("stdio").pipe(
+      Options.withDescription("serve one SSH connection over stdin/stdout (for an OpenSSH ProxyCommand)")
+    ),
+    host: Options.text("host").pipe(
+      Options.withDefault("127.0.0.1"),
+      Options.withDescription("TCP address to listen on")
+    ),
+    port: Options.integer("port").pipe(Options.withDefault(2222), Options.withDescription("TCP port to listen on")),
+    hostKey: Options.file("host-key").pipe(Options.optional, Options.withDescription("host private key path")),
+    authorizedKeys: Options.file("authorized-keys").pipe(Options.optional),
+    user: Options.text("user").pipe(Options.optional, Options.withDescription("user inside the sandbox (default root)"))
+  },
+  (options) =>
+    Effect.gen(function*() {
+      const sandbox = yield* openSandbox(options)
+      const server = yield* SandboxSsh.make(sandbox).prepareServer({
+        hostKeyPath: Option.getOrUndefined(options.hostKey),
+        authorizedKeysPath: Option.getOrUndefined(options.authorizedKeys),
+        user: Option.getOrUndefined(options.user)
+      })
+      if (options.stdio) return yield* server.serveConnection()
+      const listener = yield* server.listen({ host: options.host, port: options.port })
+      yield* Console.error(
+        `sandbox-ssh: serving ${sandbox.info.root ?? "sandbox"} (${
+          sandbox.info.isolated ? sandbox.info.isolation : "NOT isolated"
+        }) on ${listener.host}:${listener.port}; host key ${server.hostKey.fingerprint}`
+      )
+      return yield* Effect.never
+    }).pipe(Effect.scoped, withLogging(options.verbose))
+).pipe(Command.withDescription("serve the sandbox to OpenSSH clients (ssh, sftp, scp, rsync)"))
+
+// exec -------------------------------------------------------------------------------------------
+
+const exec = Command.make(
+  "exec",
+  {
+    ...sandboxOptions,
+    verbose,
+    tty: Options.boolean("tty").pipe(Options.withAlias("t"), Options.withDescription("allocate a terminal")),
+    user: Options.text("user").pipe(Options.optional),
+    command: Args.text({ name: "command" }).pipe(Args.repeated)
+  },
+  (options) =>
+    Effect.gen(function*() {
+      if (options.command.length === 0) {
+        return yield* new InvalidOptionError({ option: "command", detail: "give a command after --" })
+      }
+      // One argument is a shell command line (as ssh takes it); several are an argv, quoted here.
+      const line = options.command.length === 1 ? options.command[0]! : options.command.map(shellQuote).join(" ")
+      const sandbox = yield* openSandbox(options)
+      const client = yield* SandboxSsh.make(sandbox).openClient({ user: Option.getOrUndefined(options.user) })
+      const size = process.stdout.isTTY ? { cols: process.stdout.columns, rows: process.stdout.rows } : undefined
+      const proc = yield* client.spawn(line, { tty: options.tty, ...(size === undefined ? {} : { size }) })
+      const stdin = process.stdin.isTTY && !options.tty
+        ? Stream.run(Stream.empty, proc.stdin)
+        : Stream.run(NodeStream.fromReadable(() => process.stdin, (e) => e, { closeOnDone: false }), proc.stdin)
+      yield* Effect.forkScoped(Effect.ignore(stdin))
+      const [, , exit] = yield* Effect.all([
+        Stream.run(proc.stdout, NodeSink.fromWritable(() => process.stdout, (e) => e, { endOnDone: false })),
+        Stream.run(proc.stderr, NodeSink.fromWritable(() => process.stderr, (e) => e, { endOnDone: false })),
+        proc.exit
+      ], { concurrency: "unbounded" })
+      if (exit._tag === "Signaled") yield* Console.error(`sandbox-ssh: command killed by SIG${exit.signal}`)
+      process.exitCode = exit.code
+    }).pipe(Effect.scoped, withLogging(options.verbose))
+).pipe(Command.withDescription("run a command in the sandbox; exits with its status"))
+
+// authorize --------------------------------------------------------------------------------------
+
+const authorize = Command.make(
+  "authorize",
+  {
+    key: Options.text("key").pipe(Options.optional, Options.withDescription("an authorized_keys line")),
+    file: Options.file("file").pipe(Options.optional, Options.withDescription("a public key file")),
+    stdin: Options.boolean("stdin").pipe(Options.withDescription("read public keys from stdin")),
+    authorizedKeys: Options.file("authorized-keys").pipe(Options.optional)
+  },
+  (options) =>
+    Effect.gen(function*() {
+      const keys = yield* SshKeys.SshKeys
+      const input = Option.isSome(options.key)
+        ? options.key.value
+        : Option.isSome(options.file)
+        ? fs.readFileSync(options.file.value, "utf8")
+        : options.stdin
+        ? fs.readFileSync(0, "utf8")
+        : yield* new InvalidOptionError({ option: "--key/--file/--stdin", detail: "give a key to authorize" })
+      const parsed = keys.parseAuthorizedKeys(input)
+      for (const problem of parsed.problems) yield* Console.error(`line ${problem.line}: ${problem.detail}`)
+      if (parsed.keys.length === 0) {
+        return yield* new KeyError({ reason: "Unparsable", detail: "no public key found in the input" })
+      }
+      const path = Option.getOrElse(options.authorizedKeys, defaultAuthorizedKeysPath)
+      fs.mkdirSync(Path.dirname(path), { recursive: true, mode: 0o700 })
+      const existing = fs.existsSync(path) ? keys.parseAuthorizedKeys(fs.readFileSync(path, "utf8")) : undefined
+      const lines = input.split(/\r?\n/)
+      const added: Array<string> = []
+      for (const key of parsed.keys) {
+        const duplicate = existing?.keys.some((k) => Buffer.from(k.publicBlob).equals(Buffer.from(key.publicBlob))) ||
+          added.includes(key.fingerprint)
+        if (duplicate) {
+          yield* Console.error(`already authorized: ${key.fingerprint}`)
+          continue
+        }
+        fs.appendFileSync(path, `${lines[key.line - 1]!.trim()}\n`, { mode: 0o600 })
+        added.push(key.fingerprint)
+        yield* Console.error(`authorized: ${key.fingerprint} ${key.comment}`.trimEnd())
+      }
+      fs.chmodSync(path, 0o600)
+    })
+).pipe(Command.withDescription("add public keys to the authorized_keys file (0600, deduplicated)"))
+
+// config-ssh -------------------------------------------------------------------------------------
+
+/** The script this CLI was started as (bin/sandbox-ssh.js, or an npm-installed link to it). */
+const binPath = (): string => fs.realpathSync(process.argv[1] ?? "sandbox-ssh")
+
+const configSsh = Command.make(
+  "config-ssh",
+  {
+    ...sandboxOptions,
+    alias: Options.text("host-alias").pipe(Options.optional, Options.withDescription("Host name in ~/.ssh/config"))
+  },
+  (options) =>
+    Effect.gen(function*() {
+      const keys = yield* SshKeys.SshKeys
+      const selection: SandboxSelection = options
+      const name = Option.getOrElse(options.name, () => Path.basename(sandboxRoot(selection)))
+      const alias = Option.getOrElse(options.alias, () => `sandbox-${name}`)
+      const hostKey = yield* keys.loadOrCreateHostKey(defaultHostKeyPath())
+      const knownHosts = Path.join(homeDirectory(), "known_hosts")
+      const entry = `${alias} ${hostKey.publicKey}\n`
+      const current = fs.existsSync(knownHosts) ? fs.readFileSync(knownHosts, "utf8") : ""
+      if (!current.split("\n").includes(entry.trim())) fs.appendFileSync(knownHosts, entry, { mode: 0o600 })
+      const where = Option.isSome(options.root)
+        ? `--root ${shellQuote(Path.resolve(options.root.value))}`
+        : `--name ${shellQuote(name)}`
+      const proxy = `${shellQuote(process.execPath)} ${shellQuote(binPath())} serve --stdio ${where}${
+        options.isolation === "auto" ? "" : ` --isolation ${options.isolation}`
+      }`
+      yield* Console.log(
+        [
+          `Host ${alias}`,
+          `  User root`,
+          `  ProxyCommand ${proxy}`,
+          `  HostKeyAlias ${alias}`,
+          `  UserKnownHostsFile ${knownHosts}`,
+          `  StrictHostKeyChecking yes`,
+          ``
+        ].join("\n")
+      )
+    })
+).pipe(Command.withDescription("print the ~/.ssh/config block that reaches the sandbox through serve --stdio"))
+
+// ------------------------------------------------------------------------------------------------
+
+const main = Command.make("sandbox-ssh").pipe(
+  Command.withDescription("SSH for sandboxes: serve them to OpenSSH tools, or run commands in them"),
+  Command.withSubcommands([serve, exec, authorize, configSsh])
+)
+
+const cli = Command.run(main, { name: "sandbox-ssh", version: "0.1.0" })
+
+// Effect's default logger writes to stdout; the CLI's stdout may be an SSH transport.
+const StderrLogger = Logger.replace(Logger.defaultLogger, Logger.withConsoleError(Logger.logfmtLogger))
+
+/** A person-readable line for a failure: the message of our typed errors, else the whole cause. */
+const report = (cause: Cause.Cause<unknown>): string => {
+  const failure = Cause.failureOption(cause)
+  if (Option.isSome(failure)) {
+    const error = failure.value
+    if (ValidationError.isValidationError(error)) return ""
+    if (error instanceof Error) return `sandbox-ssh: ${error.message}`
+  }
+  return `sandbox-ssh: ${Cause.pretty(cause)}`
+}
+
+cli(process.argv).pipe(
+  Effect.catchAllCause((cause) =>
+    Cause.isInterruptedOnly(cause) ? Effect.void : Effect.sync(() => {
+      const line = report(cause)
+      if (line !== "") process.stderr.write(`${line}\n`)
+      process.exitCode = 1
+    })
+  ),
+  Effect.provide(Layer.mergeAll(NodeContext.layer, SshKeys.layer, StderrLogger)),
+  NodeRuntime.runMain({ disableErrorReporting: true })
+)
