@@ -10,8 +10,10 @@
  * shell would. Nothing is interpreted as shell syntax: `a && b` is one command string to match.
  *
  * The streams of a process and of a connection honour backpressure (a handler writing to an
- * unread stdout waits, as a process does on a full pipe) and each can be consumed once; stopping
- * to read one closes its read end and further writes are discarded.
+ * unread stdout waits, as a process does on a full pipe) and each can be consumed once: stopping
+ * to read one closes its read end, and a handler or service that writes to it afterwards is
+ * interrupted (a process ends `Signaled` with `PIPE`, as on SIGPIPE). Bytes written to a process's
+ * stdin or a connection's input after the other side stopped reading are discarded.
  *
  * Limits, on purpose: every user acts as root (no permission checks, uid/gid 0), the file system
  * is mounted `noatime`, a PTY has no line discipline (no echo, no CRLF translation, stderr joins
@@ -153,7 +155,10 @@ export interface PortConnection {
   readonly port: number
   /** Bytes from the client; ends when the client ends its input. Can be consumed once. */
   readonly input: Stream.Stream<Uint8Array>
-  /** Bytes to the client. Ending this sink does not close the connection; returning does. */
+  /**
+   * Bytes to the client. Ending this sink does not close the connection; returning does. Writing
+   * after the client stopped reading interrupts the service.
+   */
   readonly output: Sink.Sink<void, Uint8Array>
   readonly write: (data: string | Uint8Array) => Effect.Effect<void>
 }

@@ -241,7 +241,7 @@ describe("MemorySandbox", () => {
         )
       }))
 
-    it.scoped("a handler can stream output before it ends, at the reader's pace", () =>
+    it.scoped("a handler streams output at the reader's pace and dies of a broken pipe when it stops", () =>
       Effect.gen(function*() {
         const written = yield* Ref.make(0)
         const sandbox = yield* MemorySandbox.make({
@@ -254,8 +254,11 @@ describe("MemorySandbox", () => {
         assert.strictEqual(firstThree, "y\ny\ny\n")
         // The writer waits for the reader: it cannot run far ahead of what was read.
         assert.isBelow(yield* Ref.get(written), 40)
-        yield* process.signal("PIPE")
-        assert.strictEqual(code(yield* process.exit), 128 + 13)
+        // The reader stopped, so the next write is a broken pipe, which kills the writer.
+        assert.deepStrictEqual(
+          yield* process.exit,
+          Sandbox.ProcessExit.Signaled({ signal: "PIPE", code: 141, coreDumped: false })
+        )
       }))
   })
 
@@ -731,6 +734,22 @@ describe("MemorySandbox", () => {
         const connection = yield* sandbox.connect("localhost", 9000)
         const received = yield* Stream.runCollect(connection.output).pipe(Effect.flip)
         assert.strictEqual(received.reason, "Closed")
+      }))
+
+    it.scoped("a service writing to a client that stopped reading is interrupted", () =>
+      Effect.gen(function*() {
+        const interrupted = yield* Deferred.make<void>()
+        const sandbox = yield* MemorySandbox.make({
+          ports: {
+            19: (conn) =>
+              Effect.forever(conn.write("chargen ")).pipe(
+                Effect.onInterrupt(() => Deferred.succeed(interrupted, void 0))
+              )
+          }
+        })
+        const connection = yield* sandbox.connect("127.0.0.1", 19)
+        assert.strictEqual(yield* collect(Stream.take(connection.output, 2)), "chargen chargen ")
+        yield* Deferred.await(interrupted)
       }))
 
     it.effect("closing the connection's scope interrupts the service", () =>

@@ -8,16 +8,12 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import * as Mailbox from "effect/Mailbox"
 import type * as Scope from "effect/Scope"
-import * as Sink from "effect/Sink"
 import type * as MemorySandbox from "../../MemorySandbox.js"
 import type * as Sandbox from "../../Sandbox.js"
 import { SandboxError } from "../../SshError.js"
-import { toBytes } from "./fileSystem.js"
-import { readEnd, writeEnd } from "./process.js"
+import * as Pipe from "./pipe.js"
 
-const CAPACITY = 16
 const FINALIZER_TIMEOUT = Duration.seconds(5)
 
 const isLoopback = (host: string): boolean =>
@@ -49,23 +45,22 @@ export const connect = (
         detail: network.isClosed() ? "the sandbox is closed" : "connection refused"
       })
     }
-    const toService = yield* Mailbox.make<Uint8Array>({ capacity: CAPACITY })
-    const toClient = yield* Mailbox.make<Uint8Array, SandboxError>({ capacity: CAPACITY })
+    const toService = yield* Pipe.make(Effect.void)
+    // Writing to a client that closed the connection ends the service, as EPIPE ends a server's
+    // handler of that connection.
+    const toClient = yield* Pipe.make<SandboxError>(Effect.interrupt)
     const connection: MemorySandbox.PortConnection = {
       host,
       port,
-      input: readEnd(toService),
-      output: Sink.forEachChunk((chunk: Iterable<Uint8Array>) => toClient.offerAll(chunk)),
-      write: (data) => {
-        const bytes = toBytes(data)
-        return bytes.length === 0 ? Effect.void : Effect.asVoid(toClient.offer(bytes))
-      }
+      input: toService.readEnd,
+      output: toClient.writeSink,
+      write: toClient.write
     }
     const finish = (exit: Exit.Exit<void, unknown>) =>
       Effect.zipRight(
-        toService.shutdown,
+        toService.mailbox.shutdown,
         Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause)
-          ? toClient.fail(
+          ? toClient.mailbox.fail(
             new SandboxError({
               reason: "Closed",
               operation: "connect",
@@ -74,7 +69,7 @@ export const connect = (
               cause: Cause.squash(exit.cause)
             })
           )
-          : toClient.end
+          : toClient.mailbox.end
       )
     yield* Effect.acquireRelease(
       Effect.suspend(() => service(connection)).pipe(
@@ -88,5 +83,5 @@ export const connect = (
       ),
       (fiber) => Fiber.interrupt(fiber).pipe(Effect.timeoutOption(FINALIZER_TIMEOUT), Effect.asVoid)
     )
-    return { input: writeEnd(toService), output: readEnd(toClient) }
+    return { input: toService.inputSink, output: toClient.readEnd }
   })

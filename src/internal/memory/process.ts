@@ -10,16 +10,15 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import * as Mailbox from "effect/Mailbox"
 import type * as Scope from "effect/Scope"
-import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import type * as MemorySandbox from "../../MemorySandbox.js"
 import * as Sandbox from "../../Sandbox.js"
 import { SandboxError } from "../../SshError.js"
 import { commandLine, type CompiledHandler } from "./command.js"
-import { makeFileSystem, type MemoryTree, runSync, toBytes } from "./fileSystem.js"
+import { makeFileSystem, type MemoryTree, runSync } from "./fileSystem.js"
+import * as Pipe from "./pipe.js"
 
 /** Linux signal numbers; the memory sandbox behaves as a Linux host whatever the host is. */
 const SIGNALS: Readonly<Record<string, number>> = {
@@ -43,8 +42,6 @@ const SIGNALS: Readonly<Record<string, number>> = {
 /** @internal */
 export const signalNumber = (signal: string): number | undefined => SIGNALS[signal.replace(/^SIG/, "")]
 
-/** Chunks a stream may hold before its writer waits. */
-const CAPACITY = 16
 const FINALIZER_TIMEOUT = Duration.seconds(5)
 const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -76,22 +73,6 @@ const toExit = (result: MemorySandbox.HandlerResult): Sandbox.ProcessExit => {
   return Sandbox.ProcessExit.Exited({ code: (result.exitCode ?? 0) & 0xff })
 }
 
-const offerTo = (mailbox: Mailbox.Mailbox<Uint8Array>) => (data: string | Uint8Array): Effect.Effect<void> => {
-  const bytes = toBytes(data)
-  // After the reader went away (or the process ended) writes are discarded, as on a closed pipe.
-  return bytes.length === 0 ? Effect.void : Effect.asVoid(mailbox.offer(bytes))
-}
-
-/** The read end of a pipe: stopping to read closes it, so a blocked writer is released. @internal */
-export const readEnd = <E>(mailbox: Mailbox.Mailbox<Uint8Array, E>): Stream.Stream<Uint8Array, E> =>
-  Mailbox.toStream(mailbox).pipe(Stream.ensuring(mailbox.shutdown))
-
-/** The write end of a pipe: ending the sink sends EOF; writes after the reader closed are dropped. @internal */
-export const writeEnd = (mailbox: Mailbox.Mailbox<Uint8Array>): Sink.Sink<void, Uint8Array> =>
-  Sink.forEachChunk((chunk: Iterable<Uint8Array>) => mailbox.offerAll(chunk)).pipe(
-    Sink.mapEffect(() => Effect.asVoid(mailbox.end))
-  )
-
 const spawnFailed = (detail: string, path?: string) =>
   new SandboxError({ reason: "SpawnFailed", operation: "spawn", detail, ...(path === undefined ? {} : { path }) })
 
@@ -119,15 +100,22 @@ export const spawn = (
     const run = runner.handlers.find((handler) => handler.matches(command.line))?.run
       ?? (runner.fallback === "not-found" ? notFound(command.program) : runner.fallback)
 
-    const stdin = yield* Mailbox.make<Uint8Array>({ capacity: CAPACITY })
-    const stdout = yield* Mailbox.make<Uint8Array>({ capacity: CAPACITY })
-    const stderr = options.pty === undefined ? yield* Mailbox.make<Uint8Array>({ capacity: CAPACITY }) : stdout
+    // The signal that interrupts the handler; closing the spawn's scope kills.
+    let signal: Sandbox.SignalName = "KILL"
+    // Writing to a pipe nobody reads any more kills the writer, as SIGPIPE does.
+    const brokenPipe = Effect.zipRight(
+      Effect.sync(() => {
+        signal = "PIPE"
+      }),
+      Effect.interrupt
+    )
+    const stdin = yield* Pipe.make(Effect.void)
+    const stdout = yield* Pipe.make(brokenPipe)
+    const stderr = options.pty === undefined ? yield* Pipe.make(brokenPipe) : stdout
     const exit = yield* Deferred.make<Sandbox.ProcessExit, SandboxError>()
     const size = options.pty === undefined
       ? undefined
       : yield* SubscriptionRef.make<Sandbox.WindowSize>({ cols: options.pty.cols, rows: options.pty.rows })
-    // The signal that interrupts the handler; closing the spawn's scope kills.
-    let signal: Sandbox.SignalName = "KILL"
 
     const context: MemorySandbox.HandlerContext = {
       command: command.line,
@@ -145,9 +133,9 @@ export const spawn = (
       },
       cwd,
       user,
-      stdin: Mailbox.toStream(stdin),
-      stdout: offerTo(stdout),
-      stderr: offerTo(stderr),
+      stdin: stdin.readEnd,
+      stdout: stdout.write,
+      stderr: stderr.write,
       pty: options.pty === undefined || size === undefined
         ? undefined
         : { term: options.pty.term, size: SubscriptionRef.get(size), sizes: size.changes },
@@ -170,9 +158,9 @@ export const spawn = (
 
     const finish = (result: Exit.Exit<Sandbox.ProcessExit>) =>
       Effect.gen(function*() {
-        yield* stdout.end
-        yield* stderr.end
-        yield* stdin.shutdown
+        yield* stdout.mailbox.end
+        yield* stderr.mailbox.end
+        yield* stdin.mailbox.shutdown
         if (Exit.isSuccess(result)) {
           yield* Deferred.succeed(exit, result.value)
         } else if (Cause.isInterruptedOnly(result.cause)) {
@@ -192,9 +180,9 @@ export const spawn = (
 
     const process: Sandbox.SandboxProcess = {
       pid: runner.nextPid(),
-      stdin: writeEnd(stdin),
-      stdout: readEnd(stdout),
-      stderr: options.pty === undefined ? readEnd(stderr) : Stream.empty,
+      stdin: stdin.inputSink,
+      stdout: stdout.readEnd,
+      stderr: options.pty === undefined ? stderr.readEnd : Stream.empty,
       exit: Deferred.await(exit),
       signal: (name) =>
         Effect.gen(function*() {
