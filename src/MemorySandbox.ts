@@ -16,8 +16,9 @@
  * stdin or a connection's input after the other side stopped reading are discarded.
  *
  * Limits, on purpose: every user acts as root (no permission checks, uid/gid 0), the file system
- * is mounted `noatime`, a PTY has no line discipline (no echo, no CRLF translation, stderr joins
- * stdout), and the network only has the ports scripted in `options.ports`.
+ * is mounted `noatime` and takes its times from the Effect `Clock` (0 under a `TestClock`), a PTY
+ * has no line discipline (no echo, no CRLF translation, stderr joins stdout), and the network only
+ * has the ports scripted in `options.ports`.
  *
  * @example
  * ```ts
