@@ -363,6 +363,26 @@ const stop = (child: ChildProcess.ChildProcess, exited: Deferred.Deferred<void>)
   )
 
 /**
+ * Waits (bounded) until bwrap's pid 1 inside the namespace is gone: the outer bwrap can exit while
+ * the kernel is still tearing the PID namespace down, and "closed" must mean nothing is left.
+ */
+const namespaceGone = (target: number): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const alive = () => {
+      try {
+        const stat = Fs.readFileSync(`/proc/${target}/stat`, "utf8")
+        return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z"
+      } catch {
+        return false
+      }
+    }
+    const poll: Effect.Effect<void> = Effect.suspend(() =>
+      alive() ? Effect.sleep(Duration.millis(5)).pipe(Effect.zipRight(poll)) : Effect.void
+    )
+    return poll.pipe(Effect.interruptible, Effect.timeoutOption(Duration.seconds(2)), Effect.asVoid)
+  })
+
+/**
  * Starts the sandbox in the current scope; closing the scope ends it and everything inside.
  *
  * @internal
@@ -372,10 +392,10 @@ export const start = (options: BubblewrapOptions): Effect.Effect<Bubblewrap, San
     let closed = false
     const [child, target] = yield* Effect.acquireRelease(
       launch(options),
-      ([child, _, exited]) =>
+      ([child, target, exited]) =>
         Effect.suspend(() => {
           closed = true
-          return stop(child, exited)
+          return stop(child, exited).pipe(Effect.zipRight(namespaceGone(target)))
         })
     )
     // closed by us, or ended on its own (killed from outside): either way nothing can enter it
