@@ -205,8 +205,9 @@ export interface WriteSinkOptions {
 
 /**
  * Progress of one file of an `upload` or `download`: `bytes` of `totalBytes` of `path` are done,
- * and `transferredBytes` of `expectedBytes` for the whole transfer. A report is made after each
- * chunk and once when a file completes.
+ * and `transferredBytes` of `expectedBytes` for the whole transfer. A report is made for each
+ * chunk handed over (once for an empty file); reports are delivered one at a time, with
+ * `transferredBytes` increasing.
  *
  * @since 0.1.0
  * @category models

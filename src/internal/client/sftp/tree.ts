@@ -71,15 +71,18 @@ const emptyPlan = (): Plan => ({ directories: [], files: [], links: [] })
 const progressReporter = (options: TransferOptions | undefined, expectedBytes: number) => {
   let transferredBytes = 0
   const onProgress = options?.onProgress
+  // One report at a time, counted when delivered: `transferredBytes` only grows across reports.
+  const lock = Effect.unsafeMakeSemaphore(1)
   return (path: string, totalBytes: number) => {
     let bytes = 0
-    return (delta: number): Effect.Effect<void> => {
-      bytes += delta
-      transferredBytes += delta
-      if (onProgress === undefined) return Effect.void
-      const report: TransferProgress = { path, bytes, totalBytes, transferredBytes, expectedBytes }
-      return onProgress(report)
-    }
+    return (delta: number): Effect.Effect<void> =>
+      lock.withPermits(1)(Effect.suspend(() => {
+        bytes += delta
+        transferredBytes += delta
+        if (onProgress === undefined) return Effect.void
+        const report: TransferProgress = { path, bytes, totalBytes, transferredBytes, expectedBytes }
+        return onProgress(report)
+      }))
   }
 }
 
