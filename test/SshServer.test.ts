@@ -202,6 +202,26 @@ describe("SshServer keys and options", () => {
       assert.strictEqual(received, "hello from inside\n")
     }))
 
+  it.scopedLive("forwards -D (SOCKS5) connections through the sandbox, and refuses a closed port", () =>
+    Effect.gen(function*() {
+      const endpoint = yield* makeEndpoint("none")
+      const target = yield* Effect.acquireRelease(
+        Effect.async<net.Server>((resume) => {
+          const server = net.createServer((socket) => socket.pipe(socket))
+          server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+        }),
+        (server) => Effect.sync(() => server.close())
+      )
+      const targetPort = (target.address() as net.AddressInfo).port
+      const socksPort = yield* freePort
+      yield* Effect.forkScoped(endpoint.ssh(["-N", "-o", "ExitOnForwardFailure=yes", "-D", `127.0.0.1:${socksPort}`]))
+      const echoed = yield* socks5(socksPort, targetPort, "ping through socks")
+      assert.deepStrictEqual(echoed, { status: 0, data: "ping through socks" })
+      const closedPort = yield* freePort
+      const refused = yield* socks5(socksPort, closedPort, "x")
+      assert.notStrictEqual(refused.status, 0)
+    }))
+
   it.scopedLive("closes an idle connection after the inactivity timeout", () =>
     Effect.gen(function*() {
       const endpoint = yield* makeEndpoint("none", { inactivityTimeout: "1 second" })
@@ -238,6 +258,48 @@ const readFromPort = (port: number): Effect.Effect<string> =>
     let data = ""
     socket.on("data", (chunk) => (data += chunk.toString()))
     socket.on("end", () => resume(Effect.succeed(data)))
+    socket.on("error", (error) => resume(Effect.fail(error)))
+  }).pipe(
+    Effect.retry(Schedule.intersect(Schedule.spaced("100 millis"), Schedule.recurs(100))),
+    Effect.orDie
+  )
+
+/** A minimal SOCKS5 client: CONNECT to 127.0.0.1:port through the proxy, send `message`, read the echo. */
+const socks5 = (proxyPort: number, port: number, message: string): Effect.Effect<{ status: number; data: string }> =>
+  Effect.async<{ status: number; data: string }, Error>((resume) => {
+    const socket = net.connect(proxyPort, "127.0.0.1")
+    let stage = 0
+    let buffer = Buffer.alloc(0)
+    let data = ""
+    socket.on("connect", () => socket.write(Buffer.from([5, 1, 0])))
+    socket.on("data", (chunk: Buffer) => {
+      buffer = Buffer.concat([buffer, chunk])
+      if (stage === 0 && buffer.length >= 2) {
+        buffer = buffer.subarray(2)
+        stage = 1
+        const request = Buffer.from([5, 1, 0, 1, 127, 0, 0, 1, port >> 8, port & 255])
+        socket.write(request)
+      }
+      if (stage === 1 && buffer.length >= 10) {
+        const status = buffer[1]!
+        buffer = buffer.subarray(10)
+        stage = 2
+        if (status !== 0) {
+          socket.destroy()
+          return resume(Effect.succeed({ status, data: "" }))
+        }
+        socket.write(message)
+      }
+      if (stage === 2) {
+        data += buffer.toString()
+        buffer = Buffer.alloc(0)
+        if (data.length >= message.length) {
+          socket.destroy()
+          resume(Effect.succeed({ status: 0, data }))
+        }
+      }
+    })
+    socket.on("close", () => resume(Effect.succeed({ status: stage < 2 ? 255 : 0, data })))
     socket.on("error", (error) => resume(Effect.fail(error)))
   }).pipe(
     Effect.retry(Schedule.intersect(Schedule.spaced("100 millis"), Schedule.recurs(100))),
