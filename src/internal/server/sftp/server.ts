@@ -122,51 +122,98 @@ const openFlags = (pflags: number): OpenFlags => ({
 
 const badOffset = Effect.fail(new Status(FX.FAILURE, "Offset out of range"))
 
+/** Replies smaller than this are merged into one write with their neighbours. */
+const SMALL_REPLY = 16 * 1024
+
+/** Reply bytes the output may hold before requests wait (and the input stops being read). */
+const OUTPUT_LIMIT = 4 * 1024 * 1024
+
 /**
- * Replies on their way out. `ready` waits while the output is above its high-water mark (so a
- * client that does not read replies stops being read from); `flushed` waits until every reply has
- * been handed to the transport. A closed or failed output counts as flushed: nobody is listening.
+ * Replies on their way out. Replies produced in the same turn of the event loop go out together
+ * (small ones merged into one buffer), as OpenSSH's output queue does: one write to the channel
+ * or pipe instead of one per reply.
+ *
+ * `ready` waits while more than `OUTPUT_LIMIT` bytes of replies are queued or not yet taken by the
+ * transport, so a client that does not read its replies stops being read from. The bound is in
+ * bytes rather than the stream's `drain` (which waits for an empty buffer): the sandbox keeps
+ * working while the transport drains, instead of the two taking turns. `flushed` waits until every
+ * reply has been taken. A closed or failed output counts as flushed: nobody is listening any more.
  */
 class Output {
-  private pending = 0
+  private queue: Array<Uint8Array> = []
+  private scheduled: ReturnType<typeof setImmediate> | undefined = undefined
+  /** Bytes queued or written but not yet taken by the transport. */
+  private buffered = 0
   private closed = false
-  private readonly writable = Effect.unsafeMakeLatch(true)
+  private readonly belowLimit = Effect.unsafeMakeLatch(true)
   private readonly idle = Effect.unsafeMakeLatch(true)
-  private readonly onWritten = () => {
-    if (--this.pending === 0) this.idle.unsafeOpen()
-  }
-  private readonly onDrain = () => this.writable.unsafeOpen()
+
   private readonly onClose = () => {
     this.closed = true
-    this.writable.unsafeOpen()
+    this.queue = []
+    if (this.scheduled !== undefined) clearImmediate(this.scheduled)
+    this.scheduled = undefined
+    this.buffered = 0
+    this.belowLimit.unsafeOpen()
     this.idle.unsafeOpen()
   }
 
+  private taken(length: number): void {
+    if (this.closed) return
+    this.buffered -= length
+    if (this.buffered < OUTPUT_LIMIT) this.belowLimit.unsafeOpen()
+    if (this.buffered === 0) this.idle.unsafeOpen()
+  }
+
+  private write(bytes: Uint8Array): void {
+    const length = bytes.length
+    this.output.write(bytes, () => this.taken(length))
+  }
+
+  private readonly flush = () => {
+    this.scheduled = undefined
+    const queue = this.queue
+    this.queue = []
+    if (this.closed || this.output.destroyed || this.output.writableEnded) return this.onClose()
+    let small: Array<Uint8Array> = []
+    let smallBytes = 0
+    for (const bytes of queue) {
+      if (bytes.length >= SMALL_REPLY) {
+        if (small.length > 0) this.write(small.length === 1 ? small[0]! : Buffer.concat(small, smallBytes))
+        small = []
+        smallBytes = 0
+        this.write(bytes)
+      } else {
+        small.push(bytes)
+        smallBytes += bytes.length
+      }
+    }
+    if (small.length > 0) this.write(small.length === 1 ? small[0]! : Buffer.concat(small, smallBytes))
+  }
+
   constructor(private readonly output: Writable) {
-    output.on("drain", this.onDrain)
     output.on("close", this.onClose)
     output.on("error", this.onClose)
   }
 
   send(reply: Reply): void {
-    if (this.closed || this.output.destroyed || this.output.writableEnded) return
-    this.pending++
-    this.idle.unsafeClose()
-    let more: boolean
+    if (this.closed) return
     if (Buffer.isBuffer(reply)) {
-      more = this.output.write(reply, this.onWritten)
+      this.queue.push(reply)
+      this.buffered += reply.length
     } else {
-      this.output.write(reply[0])
-      more = this.output.write(reply[1], this.onWritten)
+      this.queue.push(reply[0], reply[1])
+      this.buffered += reply[0].length + reply[1].length
     }
-    if (!more) this.writable.unsafeClose()
+    this.idle.unsafeClose()
+    if (this.buffered >= OUTPUT_LIMIT) this.belowLimit.unsafeClose()
+    if (this.scheduled === undefined) this.scheduled = setImmediate(this.flush)
   }
 
-  readonly ready: Effect.Effect<void> = this.writable.await
+  readonly ready: Effect.Effect<void> = this.belowLimit.await
   readonly flushed: Effect.Effect<void> = this.idle.await
 
   dispose(): void {
-    this.output.removeListener("drain", this.onDrain)
     this.output.removeListener("close", this.onClose)
     this.output.removeListener("error", this.onClose)
     this.onClose()
@@ -198,7 +245,8 @@ export const serve = (
     )
     const fibers = yield* FiberSet.make<void>()
     const permits = yield* Effect.makeSemaphore(maxInFlight)
-    const framer = new PacketFramer(MAX_PACKET_LENGTH)
+    // Pooled packet buffers: one per request in flight, plus the one being filled.
+    const framer = new PacketFramer(MAX_PACKET_LENGTH, maxInFlight + 2)
     let initialized = false
 
     // --- requests ------------------------------------------------------------------------------
@@ -456,7 +504,11 @@ export const serve = (
       }
     }
 
-    const answer = (id: number, job: Job): Effect.Effect<void> =>
+    /**
+     * Runs a job and sends its reply. The packet's buffer goes back to the pool once the job is
+     * done with it, and not when interrupted: the sandbox may still be reading it then.
+     */
+    const answer = (id: number, job: Job, packet: Buffer): Effect.Effect<void> =>
       job.pipe(
         Effect.catchAll((error) => {
           const status = error instanceof Status ? error : statusOf(error)
@@ -470,7 +522,15 @@ export const serve = (
               encodeStatus(id, FX.FAILURE, statusMessages[FX.FAILURE])
             )
         ),
-        Effect.flatMap((reply) => Effect.zipRight(Effect.sync(() => out.send(reply)), out.ready)),
+        Effect.flatMap((reply) =>
+          Effect.zipRight(
+            Effect.sync(() => {
+              framer.release(packet)
+              out.send(reply)
+            }),
+            out.ready
+          )
+        ),
         Effect.ensuring(permits.release(1))
       )
 
@@ -498,7 +558,7 @@ export const serve = (
             if (!(error instanceof MalformedPacket)) throw error
             return Effect.zipRight(permits.release(1), Effect.fail(error))
           }
-          return FiberSet.run(fibers, answer(id, job))
+          return FiberSet.run(fibers, answer(id, job, packet))
         })
       )
     }
