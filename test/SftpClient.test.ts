@@ -309,6 +309,23 @@ describe.each(backends)("SftpClient on $name", (backend) => {
     })
   })
 
+  it.live("closing the client fails the session's transfers and requests with NoConnection", () =>
+    withClient((client) =>
+      Effect.gen(function*() {
+        const sftp = yield* client.sftp()
+        yield* sftp.write("big.bin", randomBytes(64 * 1024 * 1024))
+        const read = yield* Effect.fork(Stream.runDrain(sftp.readStream("big.bin", { chunkSize: 4096 })))
+        yield* Effect.sleep("20 millis")
+        yield* client.close
+        const failed = yield* Fiber.join(read).pipe(Effect.flip)
+        assert.strictEqual(failed.reason, "NoConnection")
+        assert.strictEqual((yield* Effect.flip(sftp.stat("big.bin"))).reason, "NoConnection")
+        yield* sftp.close
+        const reopen = yield* Effect.flip(client.sftp())
+        assert.strictEqual(reopen._tag, "ConnectionError")
+      })
+    ))
+
   it.live("closing the scope ends the session and its handles", () => {
     const probe = { stats: undefined as FileStats | undefined }
     return withClient((client) =>

@@ -58,7 +58,9 @@ export const fromSsh2Error = (
 ): SftpError => {
   const code = typeof error === "object" && error !== null ? (error as { code?: unknown }).code : undefined
   const message = error instanceof Error ? error.message : String(error)
-  const reason = reasonOfStatus(code) ?? gone() ?? "BadMessage"
+  // "No response from server": ssh2 failing the requests of a channel that ended.
+  const reason = reasonOfStatus(code) ?? gone() ??
+    (message === "No response from server" ? "ConnectionLost" : "BadMessage")
   return new SftpError({ reason, operation, path, detail: message, cause: error })
 }
 

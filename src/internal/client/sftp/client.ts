@@ -78,7 +78,7 @@ export const makeSftpClient = (session: Session): SftpClient => {
     Effect.scoped(Effect.gen(function*() {
       const handle = yield* session.openHandle(path, OpenMode.READ)
       const { size } = yield* fstat(handle, path)
-      const head = Buffer.allocUnsafe(size)
+      const head = Buffer.allocUnsafeSlow(size)
       const got = yield* readInto(session, handle, path, head, 0)
       if (got < size) return new Uint8Array(head.buffer, head.byteOffset, got)
       // The size was a hint: the file may have grown, or be a /proc-like file reporting 0.
@@ -209,7 +209,7 @@ export const makeSftpClient = (session: Session): SftpClient => {
         read: (offset, length) =>
           Effect.suspend(() => {
             if (length <= 0) return Effect.succeed(new Uint8Array(0))
-            const buffer = Buffer.allocUnsafe(length)
+            const buffer = Buffer.allocUnsafeSlow(length)
             return Effect.map(readInto(session, handle, path, buffer, offset), (got) => buffer.subarray(0, got))
           }),
         write: (offset, data) => writeFrom(session, handle, path, data, offset),

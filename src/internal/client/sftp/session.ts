@@ -116,13 +116,13 @@ export const openSession = (state: ClientState): Effect.Effect<Session, SshError
   Effect.gen(function*() {
     yield* state.ensureOpen
     const session = yield* Effect.acquireRelease(
-      Effect.map(openChannel(state), makeSession),
+      Effect.map(openChannel(state), (sftp) => makeSession(sftp, state)),
       (session) => session.close
     )
     return session
   })
 
-const makeSession = (sftp: ssh2.SFTPWrapper): Session => {
+const makeSession = (sftp: ssh2.SFTPWrapper, state: ClientState): Session => {
   const internals = sftp as unknown as Internals
   let closed = false
   let lost: string | undefined = undefined
@@ -137,8 +137,16 @@ const makeSession = (sftp: ssh2.SFTPWrapper): Session => {
   sftp.on("close", onClose)
   sftp.on("error", onError)
 
-  const gone = (): SftpErrorReason | undefined =>
-    closed ? "NoConnection" : lost !== undefined || internals.outgoing?.state !== "open" ? "ConnectionLost" : undefined
+  // Closed by us (the session, or the whole client): NoConnection. Ended by anything else:
+  // ConnectionLost. ssh2 marks the channel closed before it fails the outstanding requests.
+  const gone = (): SftpErrorReason | undefined => {
+    if (closed || state.lostReason()?.reason === "Closed") return "NoConnection"
+    if (
+      lost !== undefined || state.lostReason() !== undefined || internals.outgoing?.state !== "open" ||
+      internals.incoming?.state === "closed"
+    ) return "ConnectionLost"
+    return undefined
+  }
 
   const goneError = (operation: string, path: string | undefined): SftpError | undefined => {
     const reason = gone()
@@ -147,7 +155,9 @@ const makeSession = (sftp: ssh2.SFTPWrapper): Session => {
       reason,
       operation,
       path,
-      detail: reason === "NoConnection" ? "the SFTP session was closed" : (lost ?? "the SFTP channel is closed")
+      detail: closed
+        ? "the SFTP session was closed"
+        : state.lostReason()?.detail ?? lost ?? "the SFTP channel is closed"
     })
   }
 

@@ -158,7 +158,7 @@ export const streamHandle = (
       const pending: PendingRead = {
         offset,
         length,
-        buffer: Buffer.allocUnsafe(length),
+        buffer: Buffer.allocUnsafeSlow(length),
         done: false,
         error: undefined,
         bytes: 0,
