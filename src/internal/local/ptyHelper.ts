@@ -115,11 +115,19 @@ const maybeFinish = () => {
   if (childExit === null) return
   if (drained) return finish()
   // Background jobs may keep the terminal open: stop relaying once it has been quiet for a while.
+  // The timer can fire before output already waiting in the master was read (a loaded machine
+  // runs late timers first): finish only after one more poll phase (setImmediate) saw no data.
   if (idle !== null) clearTimeout(idle)
-  idle = setTimeout(finish, 100)
+  const seen = received
+  idle = setTimeout(() => setImmediate(() => {
+    if (received === seen) finish()
+    else maybeFinish()
+  }), 100)
 }
+let received = 0
 
 master.on("data", (data) => {
+  received++
   process.stdout.write(data)
   if (childExit !== null) maybeFinish()
 })
