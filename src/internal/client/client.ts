@@ -8,9 +8,10 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
 import type * as ssh2 from "ssh2"
-import type { ExecOptions, SshClient } from "../../SshClient.js"
+import { DETACHED_CODE, type ExecOptions, type SshClient } from "../../SshClient.js"
 import { ConnectionError } from "../../SshError.js"
 import { SshOutput } from "../../SshOutput.js"
+import { attachResult } from "./attach.js"
 import { type ClientState, collectReadable, openExec, startProcess } from "./process.js"
 import { openSftp } from "./sftp/client.js"
 
@@ -75,6 +76,12 @@ export const makeClient = (
     term: options.term,
     exec,
     spawn: (command, processOptions) => startProcess(state, command, processOptions),
+    attach: (attachOptions) =>
+      Effect.map(
+        attachResult(state, scope, attachOptions),
+        (result) => result._tag === "Exited" ? result.code : DETACHED_CODE
+      ),
+    attachResult: (attachOptions) => attachResult(state, scope, attachOptions),
     sftp: () => openSftp(state),
     close: Effect.suspend(() => {
       closed = true

@@ -31,25 +31,28 @@ export interface ClientState {
 const lost = (state: ClientState, detail: string): SshError =>
   state.lostReason() ?? new ChannelError({ reason: "Closed", detail })
 
+/** The size of the local terminal, when stdout is one. @internal */
+export const localTerminalSize = (): WindowSize | undefined =>
+  process.stdout.isTTY && process.stdout.columns > 0 && process.stdout.rows > 0
+    ? { cols: process.stdout.columns, rows: process.stdout.rows }
+    : undefined
+
+/** Opens an exec channel, or a `shell` channel when `command` is undefined. */
 const openChannel = (
   state: ClientState,
-  command: string,
+  command: string | undefined,
   options: ProcessOptions
 ): Effect.Effect<ssh2.ClientChannel, SshError> =>
   Effect.async<ssh2.ClientChannel, SshError>((resume) => {
     const execOptions: ssh2.ExecOptions = {}
     if (options.env !== undefined) execOptions.env = { ...options.env }
-    if (options.tty === true) {
-      execOptions.pty = {
-        term: options.term ?? state.term,
-        cols: options.size?.cols ?? 80,
-        rows: options.size?.rows ?? 24,
-        width: 0,
-        height: 0
-      }
-    }
+    const size = options.tty === true ? options.size ?? localTerminalSize() : undefined
+    const pty: ssh2.PseudoTtyOptions | undefined = options.tty === true
+      ? { term: options.term ?? state.term, cols: size?.cols ?? 80, rows: size?.rows ?? 24, width: 0, height: 0 }
+      : undefined
+    if (pty !== undefined) execOptions.pty = pty
     let cancelled = false
-    state.client.exec(command, execOptions, (error, channel) => {
+    const opened = (error: Error | undefined, channel: ssh2.ClientChannel) => {
       if (cancelled) {
         channel?.close()
         return
@@ -61,7 +64,9 @@ const openChannel = (
         )
       }
       resume(Effect.succeed(channel))
-    })
+    }
+    if (command === undefined) state.client.shell(pty ?? false, execOptions, opened)
+    else state.client.exec(command, execOptions, opened)
     return Effect.sync(() => {
       cancelled = true
     })
@@ -80,13 +85,14 @@ const waitClosed = (channel: ssh2.ClientChannel): Effect.Effect<void> =>
   })
 
 /**
- * Opens an exec channel and tracks how the command ends. The channel is closed with the scope.
+ * Opens an exec channel (a `shell` channel, the login shell, when `command` is undefined) and
+ * tracks how the command ends. The channel is closed with the scope.
  *
  * @internal
  */
 export const openExec = (
   state: ClientState,
-  command: string,
+  command: string | undefined,
   options: ProcessOptions
 ): Effect.Effect<
   { readonly channel: ssh2.ClientChannel; readonly exit: Deferred.Deferred<ProcessExit, SshError> },
@@ -125,7 +131,9 @@ export const openExec = (
           state.lostReason() ??
             new ChannelError({
               reason: "NoExitStatus",
-              detail: `channel for ${JSON.stringify(command)} closed without exit-status or exit-signal`
+              detail: `channel for ${
+                command === undefined ? "the shell" : JSON.stringify(command)
+              } closed without exit-status or exit-signal`
             })
         )
       )
