@@ -11,8 +11,8 @@
  * - The sandbox's `/` is the writable host directory `root`; host `/usr` is bound read-only with the
  *   merged-usr symlinks, plus a curated `/etc` written into `root` on first start. No host secret
  *   (`/etc/shadow`, `/root`, `/home`, `/etc/ssh`) is bound.
- * - The init is the natural host for a future in-sandbox agent (file operations, TCP connections):
- *   `start` returns its child process so an agent protocol can use its stdio.
+ * - The init of `LocalSandbox` is its agent (`agentSource.ts`: file operations, TCP connections),
+ *   reached through a Unix socket at the init's fd 4 (`socket: true`), returned by `start`.
  *
  * @internal
  */
@@ -24,8 +24,9 @@ import * as ChildProcess from "node:child_process"
 import * as Fs from "node:fs"
 import * as FsPromises from "node:fs/promises"
 import * as Path from "node:path"
-import type { Readable } from "node:stream"
+import type { Duplex, Readable } from "node:stream"
 import { SandboxError } from "../../SshError.js"
+import { agentFileName } from "./agentSource.js"
 import type { PtyHelperSpec } from "./ptyHelper.js"
 import { ptyHelperFileName } from "./ptyHelper.js"
 import type { PasswdEntry } from "./users.js"
@@ -162,6 +163,8 @@ export interface BubblewrapOptions extends RootOptions {
    * its stdin closes.
    */
   readonly init?: ReadonlyArray<string> | undefined
+  /** Give the init a Unix socket to the host at fd 4 (returned as `Bubblewrap.socket`). */
+  readonly socket?: boolean | undefined
 }
 
 const mergedUsrLinks = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"]
@@ -255,6 +258,8 @@ export interface Bubblewrap {
   readonly target: number
   /** The bwrap process; its stdin is the init's stdin (closing it ends the sandbox). */
   readonly process: ChildProcess.ChildProcess
+  /** The host end of the init's fd 4, when asked for. */
+  readonly socket: Duplex | undefined
   readonly isClosed: () => boolean
 }
 
@@ -268,7 +273,9 @@ const launch = (options: BubblewrapOptions) =>
       Effect.async<readonly [ChildProcess.ChildProcess, number, Deferred.Deferred<void>], SandboxError>(
         (resume) => {
           const child = ChildProcess.spawn(options.bwrap, bwrapArgs(options), {
-            stdio: ["pipe", "pipe", "pipe", "pipe"],
+            stdio: options.socket === true
+              ? ["pipe", "pipe", "pipe", "pipe", "pipe"]
+              : ["pipe", "pipe", "pipe", "pipe"],
             env: { PATH: basePath },
             cwd: "/",
             // out of the host program's process group: a terminal's Ctrl-C must not kill the sandbox
@@ -318,6 +325,7 @@ const launch = (options: BubblewrapOptions) =>
             maybeReady()
           })
           statusFd.on("error", () => {})
+          child.stdio[4]?.on("error", () => {})
           child.stdin!.on("error", () => {})
           child.on("error", (error) => finish(Effect.fail(startError(error.message, error))))
           child.on("exit", (code, signal) => {
@@ -399,7 +407,12 @@ export const start = (options: BubblewrapOptions): Effect.Effect<Bubblewrap, San
         })
     )
     // closed by us, or ended on its own (killed from outside): either way nothing can enter it
-    return { target, process: child, isClosed: () => closed || child.exitCode !== null || child.signalCode !== null }
+    return {
+      target,
+      process: child,
+      socket: options.socket === true ? (child.stdio[4] as Duplex) : undefined,
+      isClosed: () => closed || child.exitCode !== null || child.signalCode !== null
+    }
   })
 
 /**
@@ -439,6 +452,9 @@ export const nsenterPath = nsenter
 
 /** @internal */
 export const setsidPath = setsid
+
+/** The agent as the sandbox's init (see `agentSource.ts`). @internal */
+export const agentInit = (): Array<string> => [nodeInside(), `${runtimeMount}/${agentFileName}`]
 
 /** The terminal helper's spec and argv inside the sandbox. @internal */
 export const ptyHelperArgv = (spec: Omit<PtyHelperSpec, "native" | "setsid">): Array<string> => [

@@ -52,7 +52,8 @@ export const toAttributes = (stats: Fs.Stats): FileAttributes => ({
   nlink: stats.nlink
 })
 
-const openFlags = (flags: OpenFlags): number => {
+/** SFTP-style open flags as `O_*` bits. @internal */
+export const openFlags = (flags: OpenFlags): number => {
   const { O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY } = Fs.constants
   const write = flags.write === true || flags.append === true
   let result = flags.read === true && write ? O_RDWR : write ? O_WRONLY : O_RDONLY

@@ -1,6 +1,7 @@
 /**
  * Host-side assets of the terminal helper (see `ptyHelper.ts`): where node-pty's native module is,
- * and the per-sandbox runtime directory holding the helper script.
+ * and the per-sandbox runtime directory holding the helper script (and the isolated sandbox's agent,
+ * see `agentSource.ts`).
  *
  * @internal
  */
@@ -11,6 +12,7 @@ import { createRequire } from "node:module"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { SandboxError } from "../../SshError.js"
+import { agentFileName, agentSource } from "./agentSource.js"
 import { ptyHelperFileName, ptyHelperSource, type PtyHelperSpec } from "./ptyHelper.js"
 
 /**
@@ -43,6 +45,7 @@ export const runtimeDirectory: Effect.Effect<string, SandboxError, Scope.Scope> 
         await FsPromises.mkdir(Path.join(dir, "native"))
         await FsPromises.mkdir(Path.join(dir, "node"))
         await FsPromises.writeFile(Path.join(dir, ptyHelperFileName), ptyHelperSource, { mode: 0o644 })
+        await FsPromises.writeFile(Path.join(dir, agentFileName), agentSource, { mode: 0o644 })
         return dir
       },
       catch: (cause) =>

@@ -10,10 +10,10 @@ import type * as ChildProcess from "node:child_process"
 import * as FsPromises from "node:fs/promises"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import type { Sandbox, SandboxFileSystem, SandboxProcess, SpawnOptions } from "../../Sandbox.js"
+import type { Sandbox, SandboxProcess, SpawnOptions } from "../../Sandbox.js"
 import { type InvalidOptionError, SandboxError } from "../../SshError.js"
+import * as Agent from "./agent.js"
 import * as Bubblewrap from "./bubblewrap.js"
-import { unsupported } from "./errors.js"
 import * as HostFs from "./hostfs.js"
 import * as HostNet from "./hostnet.js"
 import * as Options from "./options.js"
@@ -23,7 +23,7 @@ import * as Pty from "./pty.js"
 import * as Users from "./users.js"
 
 /**
- * What other local parts (e.g. the in-sandbox agent for files and TCP) need to reach a sandbox.
+ * What other local parts (and tests) need to reach a sandbox.
  *
  * @internal
  */
@@ -37,6 +37,8 @@ export interface LocalSandboxInternals {
   readonly nsenterTarget?: number | undefined
   /** Isolated mode: the bwrap process; its stdin is the init's stdin. */
   readonly bwrap?: ChildProcess.ChildProcess | undefined
+  /** Isolated mode: host pid of the init, the agent serving file operations and connections. */
+  readonly agentPid?: number | undefined
 }
 
 const registry = new WeakMap<Sandbox, LocalSandboxInternals>()
@@ -99,33 +101,6 @@ const enteredGroup = (nsenterPid: number): number | undefined => {
   return Procfs.groupOf(child)?.[0] === child ? child : undefined
 }
 
-const agentPending = (operation: string, path?: string) =>
-  Effect.fail(
-    unsupported(
-      operation,
-      "file operations and TCP connections of an isolated local sandbox are served by its in-sandbox agent, " +
-        "which is not available yet",
-      path
-    )
-  )
-
-const pendingFileSystem: SandboxFileSystem = {
-  stat: (path) => agentPending("stat", path),
-  lstat: (path) => agentPending("lstat", path),
-  open: (path) => agentPending("open", path),
-  readDirectory: (path) => agentPending("readdir", path),
-  makeDirectory: (path) => agentPending("mkdir", path),
-  removeDirectory: (path) => agentPending("rmdir", path),
-  remove: (path) => agentPending("remove", path),
-  rename: (path) => agentPending("rename", path),
-  realPath: (path) => agentPending("realpath", path),
-  readLink: (path) => agentPending("readlink", path),
-  symlink: (_, path) => agentPending("symlink", path),
-  link: (_, path) => agentPending("link", path),
-  setStat: (path) => agentPending("setstat", path),
-  statFileSystem: (path) => agentPending("statvfs", path)
-}
-
 const makeIsolated = (resolved: Options.Resolved, root: string) =>
   Effect.gen(function*() {
     const workdir = resolved.workdir ?? "/root"
@@ -138,8 +113,12 @@ const makeIsolated = (resolved: Options.Resolved, root: string) =>
       hostname: resolved.hostname,
       shell: resolved.shell,
       runtimeDir,
-      nativeDir
+      nativeDir,
+      init: Bubblewrap.agentInit(),
+      socket: true
     })
+    // its finalizer runs before the sandbox's: what is in flight then fails with Closed
+    const agent = yield* Agent.make({ socket: box.socket!, workdir })
 
     const spawn = (options: SpawnOptions) =>
       Effect.gen(function*() {
@@ -201,15 +180,16 @@ const makeIsolated = (resolved: Options.Resolved, root: string) =>
     const sandbox: Sandbox = {
       info: { transport: "local", isolated: true, isolation: "bubblewrap", shell: resolved.shell, workdir, root },
       spawn,
-      fs: pendingFileSystem,
-      connect: (host, port) => agentPending("connect", `${host}:${port}`)
+      fs: agent.fs,
+      connect: agent.connect
     }
     registry.set(sandbox, {
       isolation: "bubblewrap",
       root,
       runtimeDir,
       nsenterTarget: box.target,
-      bwrap: box.process
+      bwrap: box.process,
+      agentPid: Procfs.children(box.target)[0]
     })
     return sandbox
   })
