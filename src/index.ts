@@ -13,6 +13,8 @@ export * as Sandbox from "./Sandbox.js"
 /** @since 0.1.0 */
 export * as SandboxSsh from "./SandboxSsh.js"
 /** @since 0.1.0 */
+export * as SftpClient from "./SftpClient.js"
+/** @since 0.1.0 */
 export * as SshClient from "./SshClient.js"
 /** @since 0.1.0 */
 export * as SshError from "./SshError.js"
