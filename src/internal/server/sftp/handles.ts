@@ -8,6 +8,10 @@
  * WRITEs, and everything else on a handle (FSTAT, FSETSTAT, fsync, READDIR, CLOSE) for all earlier
  * requests on it. Non-overlapping READs and WRITEs — a pipelined transfer — run side by side.
  *
+ * Replies to the requests on one handle go out in the order the requests came, whatever order
+ * they complete in: OpenSSH's `sftp`/`scp` download truncates the local file at the highest
+ * contiguous offset when READ replies arrive reordered (`sftp-client.c`, "truncating at").
+ *
  * @internal
  */
 import * as Duration from "effect/Duration"
@@ -32,12 +36,30 @@ const overlaps = (a: Access, b: Access): boolean => {
 }
 
 /**
+ * A request's place in its handle's reply order: wait for `previous`, reply, then open `done`.
+ *
+ * @internal
+ */
+export interface ReplyTurn {
+  readonly previous: Effect.Latch | undefined
+  readonly done: Effect.Latch
+}
+
+/**
  * In-flight requests of one handle.
  *
  * @internal
  */
 export class Ordering {
   private readonly pending = new Set<Pending>()
+  private lastReply: Effect.Latch | undefined = undefined
+
+  /** Takes the next place in the reply order. Must be called synchronously in arrival order. */
+  replyTurn(): ReplyTurn {
+    const turn = { previous: this.lastReply, done: Effect.unsafeMakeLatch(false) }
+    this.lastReply = turn.done
+    return turn
+  }
 
   /**
    * Registers a request now (in arrival order) and returns it wrapped so that it starts once the

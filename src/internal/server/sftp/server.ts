@@ -38,7 +38,15 @@ import {
   readAttributes,
   Reader
 } from "./codec.js"
-import { type Access, type DirectoryHandle, type FileHandle, type Handle, HandleTable, Ordering } from "./handles.js"
+import {
+  type Access,
+  type DirectoryHandle,
+  type FileHandle,
+  type Handle,
+  HandleTable,
+  Ordering,
+  type ReplyTurn
+} from "./handles.js"
 import { longname } from "./longname.js"
 import {
   DEFAULT_MAX_HANDLES,
@@ -256,8 +264,12 @@ export const serve = (
       return handle?._tag === "File" ? handle : undefined
     }
     const anyHandle = (reader: Reader): Handle | undefined => handles.get(handleNumber(reader.bytes()))
-    const onHandle = <A, E>(handle: Handle, access: Access, effect: Effect.Effect<A, E>) =>
-      handle.ordering.enter(access, effect)
+    /** The reply-order place taken by the request being prepared, if it is on a handle. */
+    let turn: ReplyTurn | undefined = undefined
+    const onHandle = <A, E>(handle: Handle, access: Access, effect: Effect.Effect<A, E>) => {
+      turn = handle.ordering.replyTurn()
+      return handle.ordering.enter(access, effect)
+    }
 
     const statusReply = (id: number, effect: Effect.Effect<unknown, SandboxError | Status>): Job =>
       Effect.as(effect, ok(id))
@@ -337,7 +349,8 @@ export const serve = (
     // An offset is checked before the request takes its place in the handle's order: a request
     // that never runs must not hold back the ones after it.
     const read = (id: number, handle: FileHandle, offset: number, length: number): Job => {
-      if (!Number.isSafeInteger(offset)) return badOffset
+      // past any file there can be (as lseek + read past the end: end of file)
+      if (!Number.isSafeInteger(offset)) return Effect.fail(new Status(FX.EOF))
       const wanted = Math.min(length, MAX_DATA_LENGTH)
       return onHandle(handle, { _tag: "Read", start: offset, end: offset + wanted }, handle.file.read(offset, wanted))
         .pipe(
@@ -508,7 +521,7 @@ export const serve = (
      * Runs a job and sends its reply. The packet's buffer goes back to the pool once the job is
      * done with it, and not when interrupted: the sandbox may still be reading it then.
      */
-    const answer = (id: number, job: Job, packet: Buffer): Effect.Effect<void> =>
+    const answer = (id: number, job: Job, packet: Buffer, turn: ReplyTurn | undefined): Effect.Effect<void> =>
       job.pipe(
         Effect.catchAll((error) => {
           const status = error instanceof Status ? error : statusOf(error)
@@ -522,16 +535,18 @@ export const serve = (
               encodeStatus(id, FX.FAILURE, statusMessages[FX.FAILURE])
             )
         ),
-        Effect.flatMap((reply) =>
-          Effect.zipRight(
-            Effect.sync(() => {
-              framer.release(packet)
-              out.send(reply)
-            }),
+        Effect.flatMap((reply) => {
+          const send = Effect.sync(() => {
+            framer.release(packet)
+            out.send(reply)
+            turn?.done.unsafeOpen()
+          })
+          return Effect.zipRight(
+            turn?.previous === undefined ? send : Effect.zipRight(turn.previous.await, send),
             out.ready
           )
-        ),
-        Effect.ensuring(permits.release(1))
+        }),
+        Effect.ensuring(Effect.zipRight(Effect.sync(() => turn?.done.unsafeOpen()), permits.release(1)))
       )
 
     // --- packets -------------------------------------------------------------------------------
@@ -552,13 +567,14 @@ export const serve = (
         permits.take(1),
         Effect.suspend(() => {
           let job: Job
+          turn = undefined
           try {
             job = prepare(type, id, reader)
           } catch (error) {
             if (!(error instanceof MalformedPacket)) throw error
             return Effect.zipRight(permits.release(1), Effect.fail(error))
           }
-          return FiberSet.run(fibers, answer(id, job, packet))
+          return FiberSet.run(fibers, answer(id, job, packet, turn))
         })
       )
     }
