@@ -60,6 +60,8 @@ export interface Anchor {
   readonly dir: string
   readonly port: number
   readonly sshConfig: string
+  /** The client's private key (its `.pub` sits next to it); our servers authorize it too. */
+  readonly userKey: string
   readonly kex: string
   readonly version: string
   readonly probe: SessionProbe
@@ -336,7 +338,7 @@ export const make: Effect.Effect<Anchor, BenchError, Scope.Scope> = Effect.gen(f
       isBash ? " (bash skips ~/.bashrc and /etc/bash.bashrc)" : ""
     }, PATH has no $HOME entries`
     : `WARNING: an rc file seems to run in sessions (shell ${shell}, SHLVL=${shlvl}, PATH=${remotePath})`
-  return { dir, port, sshConfig, kex, version, probe: { shell, shlvl, path: remotePath, clean, note }, ssh }
+  return { dir, port, sshConfig, userKey, kex, version, probe: { shell, shlvl, path: remotePath, clean, note }, ssh }
 })
 
 export interface AnchorResults {

@@ -98,7 +98,11 @@ export interface ProcessResult {
 export const run = (
   command: string,
   args: ReadonlyArray<string>,
-  options: { readonly env?: NodeJS.ProcessEnv | undefined } = {}
+  options: {
+    readonly env?: NodeJS.ProcessEnv | undefined
+    /** On interruption send SIGTERM and wait this long before SIGKILL (default: SIGKILL at once). */
+    readonly graceMs?: number | undefined
+  } = {}
 ): Effect.Effect<ProcessResult, BenchError> =>
   Effect.async<ProcessResult, BenchError>((resume) => {
     const start = performance.now()
@@ -118,8 +122,15 @@ export const run = (
         ms
       }))
     })
-    return Effect.sync(() => {
-      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+    const graceMs = options.graceMs ?? 0
+    return Effect.async<void>((done) => {
+      if (child.exitCode !== null || child.signalCode !== null) return done(Effect.void)
+      const timer = setTimeout(() => child.kill("SIGKILL"), graceMs)
+      child.once("exit", () => {
+        clearTimeout(timer)
+        done(Effect.void)
+      })
+      if (graceMs > 0) child.kill("SIGTERM")
     })
   })
 
@@ -150,13 +161,39 @@ export interface RunCounts {
   readonly concurrency: number
 }
 
+/** `BENCH_QUICK=1`: smaller defaults everywhere (explicit `BENCH_*` settings still win). */
+export const quick = (): boolean =>
+  process.env.BENCH_QUICK !== undefined && !["", "0"].includes(process.env.BENCH_QUICK)
+
 export const runCounts = (): RunCounts => {
-  const base = envInt("BENCH_RUNS", 30)
+  const base = envInt("BENCH_RUNS", quick() ? 8 : 30)
   return {
     slow: base,
     fast: base * 4,
     bursts: Math.max(5, Math.round(base / 3)),
     warmup: 3,
     concurrency: envInt("BENCH_CONCURRENCY", 64)
+  }
+}
+
+/** Sizes and rounds of the transfer measurements (SFTP, streaming exec, memory). */
+export interface IoCounts {
+  /** SFTP transfers, MiB: `BENCH_SFTP_MIB`, default 256 (64 quick). */
+  readonly sftpMib: number
+  /** Streaming exec (`cat`) transfers, MiB: `BENCH_CAT_MIB`, default the SFTP size. */
+  readonly catMib: number
+  /** Rounds of each transfer (median reported): `BENCH_IO_ROUNDS`, default 3 (1 quick). */
+  readonly rounds: number
+  /** The memory measurement's transfer each way, MiB: `BENCH_MEMORY_MIB`, default 1024 (256 quick). */
+  readonly memoryMib: number
+}
+
+export const ioCounts = (): IoCounts => {
+  const sftpMib = envInt("BENCH_SFTP_MIB", quick() ? 64 : 256)
+  return {
+    sftpMib,
+    catMib: envInt("BENCH_CAT_MIB", sftpMib),
+    rounds: envInt("BENCH_IO_ROUNDS", quick() ? 1 : 3),
+    memoryMib: envInt("BENCH_MEMORY_MIB", quick() ? 256 : 1024)
   }
 }

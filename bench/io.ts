@@ -1,0 +1,517 @@
+/**
+ * Transfers and real-client connections (SPEC §4), each side by side with the OpenSSH anchor in
+ * the same run, interleaved round by round so that load from elsewhere on the machine hits both:
+ *
+ * - SFTP write/read of `BENCH_SFTP_MIB` (256) MiB: `SftpClient` (bench/sftp.ts) and OpenSSH's
+ *   `sftp` against our server (in-process TCP listener, and `sandbox-ssh serve --stdio` as a
+ *   ProxyCommand), vs OpenSSH's `sftp` through the anchor's ControlMaster to sshd. Files live in
+ *   a tmpfs (`/dev/shm`), which is also the SFTP sandbox's root. Each `sftp put`/`get` is timed
+ *   alone on an open session (bench/opensshSftp.ts), so connection set-up is not in the figure.
+ * - Streaming exec of `BENCH_CAT_MIB` MiB: `client.spawn("cat > /dev/null")` fed from a Stream and
+ *   `client.spawn("head -c N /dev/zero")` drained, vs `head -c N /dev/zero | ssh host 'cat >
+ *   /dev/null'` and `ssh host 'head -c N /dev/zero' > /dev/null` over the ControlMaster.
+ * - `ssh host true` on a new connection to our server: through the TCP listener and through
+ *   `serve --stdio` (ProxyCommand: a new CLI process and a new sandbox per connection), vs sshd;
+ *   and the CLI's start-up alone (`node bin/sandbox-ssh.js --version`).
+ * - Memory: a child process (bench/memory.ts) moves `BENCH_MEMORY_MIB` (1024) MiB each way and
+ *   reports its RSS growth.
+ *
+ * Isolation: `cat` and connections run in a `LocalSandbox` with isolation "auto" (bubblewrap when
+ * installed). SFTP needs `sandbox.fs`: when an isolated sandbox's file operations fail (its
+ * in-sandbox agent is not available yet: reason "Unsupported"), SFTP is measured on isolation
+ * "none" and every SFTP row says so.
+ */
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Stream from "effect/Stream"
+import { randomBytes } from "node:crypto"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import * as LocalSandbox from "../src/LocalSandbox.js"
+import type { Sandbox } from "../src/Sandbox.js"
+import * as SandboxSsh from "../src/SandboxSsh.js"
+import type { SshClient } from "../src/SshClient.js"
+import type { Anchor } from "./anchor.js"
+import type { MemoryResults } from "./memory.js"
+import * as OpensshSftp from "./opensshSftp.js"
+import { measureSftp } from "./sftp.js"
+import type { IoCounts, ProcessResult, RunCounts, Samples } from "./util.js"
+import { BenchError, failureOf, run, timed } from "./util.js"
+
+const MiB = 1024 * 1024
+const repo = fileURLToPath(new URL("..", import.meta.url))
+const cliBin = path.join(repo, "bin", "sandbox-ssh.js")
+const cliBundle = path.join(repo, "dist", "cli.mjs")
+/** Host key alias of our servers in the ssh config (one host key for all of them). */
+const ALIAS = "sandbox-ssh-bench"
+
+/** A section that could not be measured says why instead of giving a number. */
+export type Measured<A> = A | { readonly notMeasured: string }
+export const notMeasured = <A>(m: Measured<A>): m is { readonly notMeasured: string } =>
+  typeof m === "object" && m !== null && "notMeasured" in m
+
+export interface PutGet {
+  /** ms per transfer of `mib` MiB */
+  readonly put: Samples
+  readonly get: Samples
+}
+
+export interface IoResults {
+  readonly counts: IoCounts
+  /** Isolation of the sandbox used for `cat` and connections. */
+  readonly isolation: string
+  /** Isolation of the sandbox used for SFTP, with the reason when it differs. */
+  readonly sftpIsolation: string
+  /** `SftpClient` (ms per transfer): whole-file `write`/`read`, streaming `writeSink`/`readStream`. */
+  readonly sftpClient: Measured<{
+    readonly write: Samples
+    readonly read: Samples
+    readonly writeSink: Samples
+    readonly readStream: Samples
+    readonly requestBytes: string
+  }>
+  /** OpenSSH `sftp` through the ControlMaster to sshd. */
+  readonly sftpAnchor: Measured<PutGet>
+  /** OpenSSH `sftp` to our in-process TCP listener. */
+  readonly sftpListener: Measured<PutGet>
+  /** OpenSSH `sftp` through `serve --stdio` as ProxyCommand. */
+  readonly sftpStdio: Measured<PutGet>
+  /** ms per transfer of `catMib` MiB */
+  readonly cat: Measured<{
+    readonly oursUp: Samples
+    readonly oursDown: Samples
+    readonly anchorUp: Samples
+    readonly anchorDown: Samples
+  }>
+  /** `ssh host true`, new connection each time. */
+  readonly connect: Measured<{ readonly anchor: Samples; readonly listener: Samples; readonly stdio: Samples }>
+  readonly cliVersion: Measured<Samples>
+  /** Whether `dist/cli.mjs` (what `bin/sandbox-ssh.js` runs) is older than `src/`. */
+  readonly cliNote: string
+  readonly memory: Measured<MemoryResults>
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/** Collects ms samples; a failed run is counted with its first reason, never timed. */
+const collector = () => {
+  const times: Array<number> = []
+  let failures = 0
+  let firstFailure: string | undefined
+  const reason = (cause: Cause.Cause<unknown>) => {
+    const e = Cause.squash(cause)
+    return (e instanceof Error ? e.message : String(e)).split("\n")[0]!
+  }
+  return {
+    /** Runs `effect` (which yields ms); records it unless `record` is false (warm-up). */
+    add: <E, R>(effect: Effect.Effect<number, E, R>, record = true) =>
+      Effect.matchCause(effect, {
+        onSuccess: (ms) => {
+          if (record) times.push(ms)
+        },
+        onFailure: (cause) => {
+          if (!record) return
+          failures++
+          firstFailure ??= reason(cause)
+        }
+      }),
+    samples: (): Samples => ({ times, failures, firstFailure })
+  }
+}
+
+const causeText = (cause: Cause.Cause<unknown>) => {
+  const e = Cause.squash(cause)
+  return (e instanceof Error ? e.message : String(e)).split("\n")[0]!
+}
+
+/** Runs a section; a failure of the section itself becomes its "not measured" reason. */
+const section = <A, E, R>(name: string, effect: Effect.Effect<A, E, R>): Effect.Effect<Measured<A>, never, R> =>
+  effect.pipe(
+    Effect.map((a): Measured<A> => a),
+    Effect.catchAllCause((cause) =>
+      Cause.isInterruptedOnly(cause)
+        ? Effect.failCause(cause as Cause.Cause<never>)
+        : Effect.succeed({ notMeasured: `${name}: ${causeText(cause)}` })
+    )
+  )
+
+const processMs = (r: ProcessResult) => {
+  const failed = failureOf(r)
+  return failed === undefined ? Effect.succeed(r.ms) : Effect.fail(new BenchError({ message: failed }))
+}
+
+const sh = (script: string) => run("/bin/sh", ["-c", script]).pipe(Effect.flatMap(processMs))
+
+const q = (s: string) => `'${s.replace(/'/g, "'\\''")}'`
+
+const fsTry = <A>(what: string, f: () => A) =>
+  Effect.try({ try: f, catch: (cause) => new BenchError({ message: `${what}: ${String(cause)}`, cause }) })
+
+/** A size check: a fast transfer that moved the wrong number of bytes is a failure. */
+const expectSize = (file: string, bytes: number) =>
+  fsTry(`stat ${file}`, () => fs.statSync(file).size).pipe(
+    Effect.filterOrFail(
+      (size) => size === bytes,
+      (size) => new BenchError({ message: `${file}: ${size} bytes, expected ${bytes}` })
+    )
+  )
+
+/** The newest mtime under `dir` (files only). */
+const newestMtime = (dir: string): number => {
+  let newest = 0
+  for (const entry of fs.readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (!entry.isFile()) continue
+    newest = Math.max(newest, fs.statSync(path.join(entry.parentPath ?? entry.path, entry.name)).mtimeMs)
+  }
+  return newest
+}
+
+const cliFreshness = (): string => {
+  try {
+    if (!fs.existsSync(cliBundle)) return "dist/cli.mjs missing: run `npm run build`"
+    const stale = fs.statSync(cliBundle).mtimeMs < newestMtime(path.join(repo, "src"))
+    return stale
+      ? "dist/cli.mjs is OLDER than src/ (`npm run build` to measure the current code)"
+      : "dist/cli.mjs newer than src/"
+  } catch (e) {
+    return `cannot check dist/cli.mjs: ${String(e)}`
+  }
+}
+
+/** `n` bytes as a stream of one reused 64 KiB chunk (the sender never keeps the whole payload). */
+export const zeroChunks = (bytes: number): Stream.Stream<Uint8Array> => {
+  const chunk = new Uint8Array(64 * 1024)
+  const full = Math.floor(bytes / chunk.length)
+  const rest = bytes - full * chunk.length
+  const head = Stream.repeatValue(chunk).pipe(Stream.take(full))
+  return rest === 0 ? head : Stream.concat(head, Stream.make(chunk.subarray(0, rest)))
+}
+
+/** `client.spawn("cat > /dev/null")` fed `bytes` from a Stream, until it exits 0. */
+export const catUp = (client: SshClient, bytes: number) =>
+  Effect.scoped(Effect.gen(function*() {
+    const proc = yield* client.spawn("cat > /dev/null")
+    yield* Effect.all([
+      Stream.run(zeroChunks(bytes), proc.stdin),
+      Stream.runDrain(proc.stdout),
+      Stream.runDrain(proc.stderr)
+    ], { concurrency: "unbounded", discard: true })
+    const code = yield* proc.exitCode
+    if (code !== 0) return yield* new BenchError({ message: `cat exited ${code}` })
+  }))
+
+/** `client.spawn("head -c N /dev/zero")` drained; fails unless exactly `bytes` arrived. */
+export const headDown = (client: SshClient, bytes: number) =>
+  Effect.scoped(Effect.gen(function*() {
+    const proc = yield* client.spawn(`head -c ${bytes} /dev/zero`)
+    const [received] = yield* Effect.all([
+      Stream.runFold(proc.stdout, 0, (n, chunk) => n + chunk.length),
+      Stream.run(Stream.empty, proc.stdin),
+      Stream.runDrain(proc.stderr)
+    ], { concurrency: "unbounded" })
+    const code = yield* proc.exitCode
+    if (code !== 0 || received !== bytes) {
+      return yield* new BenchError({ message: `head exited ${code} after ${received}/${bytes} bytes` })
+    }
+  }))
+
+/** The config block for our servers, sharing the anchor's client key and algorithms. */
+const oursConfig = (options: {
+  readonly anchor: Anchor
+  readonly knownHosts: string
+  readonly hosts: ReadonlyArray<readonly [string, ReadonlyArray<string>]>
+}) =>
+  [
+    ...options.hosts.flatMap(([name, lines]) => [`Host ${name}`, ...lines.map((l) => `  ${l}`)]),
+    "Host ours-*",
+    "  HostName 127.0.0.1",
+    "  User root",
+    `  IdentityFile ${options.anchor.userKey}`,
+    "  IdentitiesOnly yes",
+    "  IdentityAgent none",
+    "  PreferredAuthentications publickey",
+    "  BatchMode yes",
+    "  StrictHostKeyChecking yes",
+    `  HostKeyAlias ${ALIAS}`,
+    `  UserKnownHostsFile ${options.knownHosts}`,
+    "  GlobalKnownHostsFile /dev/null",
+    "  UpdateHostKeys no",
+    "  HostKeyAlgorithms ssh-ed25519",
+    `  KexAlgorithms ${options.anchor.kex}`,
+    "  Ciphers aes128-gcm@openssh.com",
+    "  ControlMaster no",
+    "  ControlPath none",
+    "  LogLevel ERROR",
+    ""
+  ].join("\n")
+
+/** A temporary directory removed with the scope (and at process exit, should the scope not run). */
+export const tempDir = (prefix: string, under?: string) =>
+  Effect.acquireRelease(
+    fsTry("mkdtemp", () => {
+      const base = under !== undefined && fs.existsSync(under) ? under : os.tmpdir()
+      const dir = fs.mkdtempSync(path.join(base, prefix))
+      const onExit = () => fs.rmSync(dir, { recursive: true, force: true })
+      process.on("exit", onExit)
+      return { dir, onExit }
+    }),
+    ({ dir, onExit }) =>
+      Effect.sync(() => {
+        process.off("exit", onExit)
+        fs.rmSync(dir, { recursive: true, force: true })
+      })
+  ).pipe(Effect.map(({ dir }) => dir))
+
+/** The memory child: `node --expose-gc --import tsx bench/memory.ts`, its JSON result. */
+const runMemoryChild = (params: object) =>
+  Effect.gen(function*() {
+    const script = fileURLToPath(new URL("./memory.ts", import.meta.url))
+    const r = yield* run(process.execPath, ["--expose-gc", "--import", "tsx", script], {
+      env: { ...process.env, BENCH_MEMORY_PARAMS: JSON.stringify(params) },
+      graceMs: 5000
+    })
+    const line = r.stdout.trim().split("\n").filter((l) => l.startsWith("{")).pop()
+    if (r.code !== 0 || line === undefined) {
+      return yield* new BenchError({ message: `memory child: ${failureOf(r) ?? "no result printed"}` })
+    }
+    return JSON.parse(line) as MemoryResults
+  })
+
+// ---------------------------------------------------------------------------------------------
+
+export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect.Effect<IoResults, BenchError> =>
+  Effect.gen(function*() {
+    const log = (line: string) => Effect.sync(() => process.stderr.write(`  ${line}\n`))
+    const work = yield* tempDir("ssb-io-", "/dev/shm") // tmpfs: disks stay out of the figures
+    const home = yield* tempDir("ssb-home-") // SANDBOX_SSH_HOME: host key, authorized_keys
+    const stdioRoot = yield* tempDir("ssb-stdio-") // serve --stdio's sandbox root (bubblewrap)
+    const hostKeyPath = path.join(home, "ssh_host_ed25519_key")
+    const authorizedKeysPath = path.join(home, "authorized_keys")
+    yield* fsTry(
+      "authorized_keys",
+      () => fs.writeFileSync(authorizedKeysPath, fs.readFileSync(`${anchor.userKey}.pub`), { mode: 0o600 })
+    )
+
+    // Sandboxes: "auto" for exec and connections; SFTP where `sandbox.fs` works.
+    const sandbox = yield* LocalSandbox.make({ isolation: "auto" })
+    const fsProbe = yield* Effect.either(sandbox.fs.stat(sandbox.info.workdir))
+    const fsWorks = fsProbe._tag === "Right"
+    const sftpMode = fsWorks ? "auto" : "none"
+    const sftpSandbox: Sandbox = yield* LocalSandbox.make({ isolation: sftpMode, root: work })
+    const sftpIsolation = fsWorks || !sandbox.info.isolated
+      ? sftpSandbox.info.isolation
+      : `none (${sandbox.info.isolation}: sandbox.fs failed ${fsProbe._tag === "Left" ? fsProbe.left.reason : "?"})`
+    // A path in `work` as our SFTP server sees it: `/name` when `work` is the sandbox's `/`.
+    const remote = (file: string) => sftpSandbox.info.isolated ? `/${path.relative(work, file)}` : file
+
+    const serverOptions = { hostKeyPath, authorizedKeysPath }
+    const server = yield* SandboxSsh.make(sandbox).prepareServer(serverOptions)
+    const sftpServer = yield* SandboxSsh.make(sftpSandbox).prepareServer(serverOptions)
+    const listener = yield* server.listen({ port: 0 })
+    const sftpListener = yield* sftpServer.listen({ port: 0 })
+
+    const knownHosts = path.join(home, "known_hosts")
+    const config = path.join(home, "ssh_config")
+    const proxy = (root: string, isolation: string) =>
+      `ProxyCommand /usr/bin/env SANDBOX_SSH_HOME=${home} ${process.execPath} ${cliBin} serve --stdio --root ${root} ` +
+      `--isolation ${isolation}`
+    yield* fsTry("ssh config", () => {
+      fs.writeFileSync(knownHosts, `${ALIAS} ${server.hostKey.publicKey}\n`, { mode: 0o600 })
+      fs.writeFileSync(
+        config,
+        oursConfig({
+          anchor,
+          knownHosts,
+          hosts: [
+            ["ours-listener", [`Port ${listener.port}`]],
+            ["ours-sftp", [`Port ${sftpListener.port}`]],
+            ["ours-stdio", [proxy(stdioRoot, "auto")]],
+            ["ours-stdio-sftp", [proxy(work, sftpMode)]]
+          ]
+        }),
+        { mode: 0o600 }
+      )
+    })
+    const ssh = (host: string, command: string) => run("ssh", ["-F", config, host, command])
+
+    // SFTP --------------------------------------------------------------------------------------
+    yield* log(`SFTP ${io.sftpMib} MiB x ${io.rounds} rounds (${sftpIsolation})...`)
+    const bytes = io.sftpMib * MiB
+    const src = path.join(work, "src.bin")
+    yield* fsTry("source file", () => {
+      const fd = fs.openSync(src, "w", 0o600)
+      try {
+        for (let left = bytes; left > 0; left -= 8 * MiB) fs.writeSync(fd, randomBytes(Math.min(8 * MiB, left)))
+      } finally {
+        fs.closeSync(fd)
+      }
+    })
+    const sessions = {
+      anchor: yield* Effect.either(OpensshSftp.open(["-F", anchor.sshConfig], "anchor")),
+      listener: yield* Effect.either(OpensshSftp.open(["-F", config], "ours-sftp")),
+      stdio: yield* Effect.either(OpensshSftp.open(["-F", config], "ours-stdio-sftp"))
+    }
+    const sides = (["anchor", "listener", "stdio"] as const).map((name) => {
+      const session = sessions[name]
+      const remotePath = (file: string) => name === "anchor" ? file : remote(file)
+      const put = collector()
+      const get = collector()
+      const target = path.join(work, `put-${name}.bin`)
+      const local = path.join(work, `get-${name}.bin`)
+      const once = (record: boolean) =>
+        session._tag === "Left" ? Effect.void : Effect.gen(function*() {
+          yield* put.add(
+            session.right.command(`put ${src} ${remotePath(target)}`).pipe(Effect.zipLeft(expectSize(target, bytes))),
+            record
+          )
+          yield* fsTry("rm", () => fs.rmSync(target, { force: true }))
+          yield* get.add(
+            session.right.command(`get ${remotePath(src)} ${local}`).pipe(Effect.zipLeft(expectSize(local, bytes))),
+            record
+          )
+          yield* fsTry("rm", () => fs.rmSync(local, { force: true }))
+        })
+      const result = (): Measured<PutGet> =>
+        session._tag === "Left"
+          ? { notMeasured: `sftp session: ${session.left.message}` }
+          : { put: put.samples(), get: get.samples() }
+      return { once, result }
+    })
+    const client = collector()
+    const sftpRates = { write: collector(), read: collector(), writeSink: collector(), readStream: collector() }
+    let requestBytes = ""
+    const msOf = (rate: number) => Effect.succeed((io.sftpMib / rate) * 1000)
+    const sftpClientOnce = (record: boolean) =>
+      client.add(
+        measureSftp({ mib: io.sftpMib, rounds: 1, sandbox: sftpSandbox }).pipe(
+          Effect.tap((r) =>
+            Effect.gen(function*() {
+              requestBytes = `requests up to ${r.maxReadLength} B read / ${r.maxWriteLength} B write`
+              yield* sftpRates.write.add(msOf(r.write), record)
+              yield* sftpRates.read.add(msOf(r.read), record)
+              yield* sftpRates.writeSink.add(msOf(r.writeSink), record)
+              yield* sftpRates.readStream.add(msOf(r.readStream), record)
+            })
+          ),
+          Effect.as(0)
+        ),
+        record
+      )
+    // One warm-up round (not recorded), then the rounds, each side in turn.
+    for (let round = 0; round <= io.rounds; round++) {
+      const record = round > 0
+      for (const side of sides) yield* side.once(record)
+      yield* sftpClientOnce(record)
+      if (record) yield* log(`SFTP round ${round}/${io.rounds} done`)
+    }
+    const [sftpAnchor, sftpListenerResult, sftpStdio] = sides.map((s) => s.result())
+    const clientSamples = client.samples()
+    const sftpClient: IoResults["sftpClient"] = clientSamples.failures > 0 && clientSamples.times.length === 0
+      ? { notMeasured: `SftpClient: ${clientSamples.firstFailure}` }
+      : {
+        write: sftpRates.write.samples(),
+        read: sftpRates.read.samples(),
+        writeSink: sftpRates.writeSink.samples(),
+        readStream: sftpRates.readStream.samples(),
+        requestBytes
+      }
+    yield* fsTry("rm", () => fs.rmSync(src, { force: true }))
+
+    // Streaming exec --------------------------------------------------------------------------
+    yield* log(`streaming exec ${io.catMib} MiB x ${io.rounds} rounds (${sandbox.info.isolation})...`)
+    const cat = yield* section(
+      "cat",
+      Effect.scoped(Effect.gen(function*() {
+        const catBytes = io.catMib * MiB
+        const c = yield* SandboxSsh.make(sandbox).openClient()
+        const oursUp = collector()
+        const oursDown = collector()
+        const anchorUp = collector()
+        const anchorDown = collector()
+        const ms = <E, R>(effect: Effect.Effect<unknown, E, R>) => Effect.map(timed(effect), ([t]) => t)
+        const cfg = q(anchor.sshConfig)
+        for (let round = 0; round <= io.rounds; round++) {
+          const record = round > 0
+          yield* anchorUp.add(sh(`head -c ${catBytes} /dev/zero | ssh -F ${cfg} anchor 'cat > /dev/null'`), record)
+          yield* oursUp.add(ms(catUp(c, catBytes)), record)
+          yield* anchorDown.add(sh(`exec ssh -F ${cfg} anchor 'head -c ${catBytes} /dev/zero' > /dev/null`), record)
+          yield* oursDown.add(ms(headDown(c, catBytes)), record)
+        }
+        return {
+          oursUp: oursUp.samples(),
+          oursDown: oursDown.samples(),
+          anchorUp: anchorUp.samples(),
+          anchorDown: anchorDown.samples()
+        }
+      }))
+    )
+
+    // New connections from the real ssh client --------------------------------------------------
+    yield* log(`ssh host true on new connections x ${counts.slow} (anchor, listener, serve --stdio)...`)
+    const connect = yield* section(
+      "connect",
+      Effect.gen(function*() {
+        const a = collector()
+        const l = collector()
+        const s = collector()
+        for (let round = 0; round < counts.slow + 2; round++) {
+          const record = round >= 2
+          yield* a.add(
+            Effect.flatMap(anchor.ssh(["-o", "ControlMaster=no", "-o", "ControlPath=none"], ["true"]), processMs),
+            record
+          )
+          yield* l.add(Effect.flatMap(ssh("ours-listener", "true"), processMs), record)
+          yield* s.add(Effect.flatMap(ssh("ours-stdio", "true"), processMs), record)
+        }
+        return { anchor: a.samples(), listener: l.samples(), stdio: s.samples() }
+      })
+    )
+    const cliVersion = yield* section(
+      "cli",
+      Effect.gen(function*() {
+        const v = collector()
+        for (let round = 0; round < counts.slow + 2; round++) {
+          yield* v.add(Effect.flatMap(run(process.execPath, [cliBin, "--version"]), processMs), round >= 2)
+        }
+        return v.samples()
+      })
+    )
+
+    // Memory, in a process of its own ---------------------------------------------------------
+    yield* log(`memory: ${io.memoryMib} MiB each way in a child process...`)
+    const memory = yield* section(
+      "memory",
+      runMemoryChild({
+        dir: work,
+        mib: io.memoryMib,
+        sshConfig: config,
+        host: "ours-mem",
+        hostKeyPath,
+        authorizedKeysPath,
+        sftpIsolation: sftpMode,
+        sftpLabel: sftpIsolation
+      })
+    )
+
+    return {
+      counts: io,
+      isolation: sandbox.info.isolation,
+      sftpIsolation,
+      sftpClient,
+      sftpAnchor,
+      sftpListener: sftpListenerResult,
+      sftpStdio,
+      cat,
+      connect,
+      cliVersion,
+      cliNote: cliFreshness(),
+      memory
+    } satisfies IoResults
+  }).pipe(
+    Effect.scoped,
+    Effect.mapError((e) =>
+      e instanceof BenchError ? e : new BenchError({ message: e instanceof Error ? e.message : String(e), cause: e })
+    )
+  )
