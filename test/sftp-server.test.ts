@@ -245,6 +245,47 @@ describe("OpenSSH sftp and scp over SSH", () => {
     }))
 })
 
+// --- the in-process client ------------------------------------------------------------------------
+
+describe("SandboxSsh.openClient's SFTP (ssh2 client) against our server", () => {
+  it.scopedLive("sees the extensions and 255 KiB limits, and its requests reach the sandbox at that size", () =>
+    Effect.gen(function*() {
+      const sandbox = yield* MemorySandbox.make()
+      const probe = instrumented(sandbox.fs)
+      const sizes: Array<number> = []
+      const fs: SandboxFileSystem = {
+        ...probe.fs,
+        open: (path, flags, mode) =>
+          Effect.map(probe.fs.open(path, flags, mode), (file) => ({
+            ...file,
+            write: (offset, data) =>
+              Effect.zipRight(Effect.sync(() => sizes.push(data.length)), file.write(offset, data))
+          }))
+      }
+      const client = yield* SandboxSsh.make({ ...sandbox, fs }).openClient()
+      const sftp = yield* client.sftp()
+      assert.deepStrictEqual(Object.keys(sftp.extensions), [
+        "posix-rename@openssh.com",
+        "statvfs@openssh.com",
+        "fstatvfs@openssh.com",
+        "hardlink@openssh.com",
+        "fsync@openssh.com",
+        "limits@openssh.com"
+      ])
+      assert.deepStrictEqual(sftp.limits, { maxReadLength: 261120, maxWriteLength: 261120 })
+      const data = randomBytes(2 * 1024 * 1024 + 5)
+      yield* sftp.write("blob", data)
+      assert.strictEqual(sha256(yield* sftp.read("blob")), sha256(data))
+      assert.strictEqual(Math.max(...sizes), 261120)
+      assert.strictEqual(yield* sftp.realPath("."), "/root")
+      yield* sftp.write("other", "x")
+      yield* sftp.rename("other", "blob", { overwrite: true })
+      assert.strictEqual(Buffer.from(yield* sftp.read("blob")).toString(), "x")
+      yield* sftp.close
+      assert.strictEqual(probe.counters.closed, probe.counters.opened)
+    }))
+})
+
 // --- byte by byte ---------------------------------------------------------------------------------
 
 /** A file system whose calls can be held, counted and made to fail. */
