@@ -61,7 +61,16 @@ process.on("uncaughtException", (error) => {
   } catch {}
 })
 
-const host = new net.Socket({ fd: 4, readable: true, writable: true })
+// Input is read into one reused buffer, up to 1 MiB per read (instead of a fresh 64 KiB buffer per
+// read): a frame inside it is handed out as a view, valid only until the handler returns, except
+// for the payloads kept across an asynchronous call (write data, stream data), which are copied.
+const inbox = Buffer.allocUnsafe(1024 * 1024)
+const host = new net.Socket({
+  fd: 4,
+  readable: true,
+  writable: true,
+  onread: { buffer: inbox, callback: (length, buffer) => receive(buffer, length) }
+})
 const exit = () => process.exit(0)
 host.on("error", exit)
 host.on("close", exit)
@@ -131,6 +140,17 @@ const putAttrs = (buffer, offset, s) => {
   buffer.writeDoubleLE(s.size, offset + 16)
   buffer.writeDoubleLE(s.atimeMs, offset + 24)
   buffer.writeDoubleLE(s.mtimeMs, offset + 32)
+}
+// metadata calls run synchronously: no threadpool round trip, and they never block on a FIFO or a
+// device (only open, read and write do)
+const statReply = (id, f) => {
+  let stats
+  try {
+    stats = f()
+  } catch (error) {
+    return fail(id, error)
+  }
+  attrsReply(id)(null, stats)
 }
 const attrsReply = (id) => (error, stats) => {
   if (error) return fail(id, error)
@@ -265,39 +285,35 @@ const renameNoReplace = (from, to, callback) =>
 const readDirectory = (id, dir) =>
   fs.readdir(dir, (error, names) => {
     if (error) return fail(id, error)
-    const stats = new Array(names.length)
-    let left = names.length
-    const finish = () => {
-      const encoded = names.map((name) => Buffer.from(name, "utf8"))
-      let length = 4
-      let count = 0
-      for (let i = 0; i < names.length; i++) {
-        if (stats[i] === null) continue
-        count++
-        length += 4 + encoded[i].length + ATTRS
-      }
-      const buffer = frame(id, Status.Ok, length)
-      buffer.writeUInt32LE(count, HEADER)
-      let offset = HEADER + 4
-      for (let i = 0; i < names.length; i++) {
-        if (stats[i] === null) continue
-        buffer.writeUInt32LE(encoded[i].length, offset)
-        encoded[i].copy(buffer, offset + 4)
-        offset += 4 + encoded[i].length
-        putAttrs(buffer, offset, stats[i])
-        offset += ATTRS
-      }
-      send(buffer)
-    }
-    if (left === 0) return finish()
     const base = dir.endsWith("/") ? dir : dir + "/"
-    names.forEach((name, i) =>
-      fs.lstat(base + name, (error, s) => {
+    const stats = names.map((name) => {
+      try {
         // removed meanwhile: left out
-        stats[i] = error ? null : s
-        if (--left === 0) finish()
-      })
-    )
+        return fs.lstatSync(base + name, { throwIfNoEntry: false }) || null
+      } catch {
+        return null
+      }
+    })
+    const encoded = names.map((name) => Buffer.from(name, "utf8"))
+    let length = 4
+    let count = 0
+    for (let i = 0; i < names.length; i++) {
+      if (stats[i] === null) continue
+      count++
+      length += 4 + encoded[i].length + ATTRS
+    }
+    const buffer = frame(id, Status.Ok, length)
+    buffer.writeUInt32LE(count, HEADER)
+    let offset = HEADER + 4
+    for (let i = 0; i < names.length; i++) {
+      if (stats[i] === null) continue
+      buffer.writeUInt32LE(encoded[i].length, offset)
+      encoded[i].copy(buffer, offset + 4)
+      offset += 4 + encoded[i].length
+      putAttrs(buffer, offset, stats[i])
+      offset += ATTRS
+    }
+    send(buffer)
   })
 
 const realPath = (id, path) =>
@@ -459,10 +475,14 @@ const onStream = (id, op, payload) => {
 
 const dispatch = (id, op, p) => {
   switch (op) {
-    case Op.Stat:
-      return fs.stat(rest(p, 0), attrsReply(id))
-    case Op.Lstat:
-      return fs.lstat(rest(p, 0), attrsReply(id))
+    case Op.Stat: {
+      const path = rest(p, 0)
+      return statReply(id, () => fs.statSync(path))
+    }
+    case Op.Lstat: {
+      const path = rest(p, 0)
+      return statReply(id, () => fs.lstatSync(path))
+    }
     case Op.Open: {
       const flags = p.readUInt32LE(0)
       const mode = p.readUInt32LE(4)
@@ -477,8 +497,10 @@ const dispatch = (id, op, p) => {
       return read(id, p)
     case Op.Write:
       return write(id, p)
-    case Op.Fstat:
-      return onHandle(p, (fd, k) => fs.fstat(fd, k(attrsReply(id))))
+    case Op.Fstat: {
+      const fd = entryOf(p.readUInt32LE(0)).fd
+      return statReply(id, () => fs.fstatSync(fd))
+    }
     case Op.Fsetstat:
       return onHandle(p, (fd, k) => setAttributes(p, 4, fdTarget(fd), k(done(id))))
     case Op.Fsync:
@@ -541,7 +563,7 @@ const onFrame = (id, op, payload) => {
   }
 }
 
-// ---- input: frames; one inside a received chunk is a view of it, one spanning chunks is copied once
+// ---- input: frames; one spanning reads is assembled once into its own buffer
 
 const header = Buffer.alloc(HEADER)
 let headerFill = 0
@@ -558,9 +580,9 @@ const start = (length, id, op) => {
   frameOp = op
   return length - 5
 }
-host.on("data", (chunk) => {
+const kept = (op) => op === Op.Write || op === Op.StreamData
+function receive(chunk, end) {
   let offset = 0
-  const end = chunk.length
   while (offset < end) {
     if (body !== null) {
       const take = Math.min(body.length - bodyFill, end - offset)
@@ -588,14 +610,15 @@ host.on("data", (chunk) => {
       size = start(header.readUInt32LE(0), header.readUInt32LE(4), header[8])
     }
     if (end - offset >= size) {
-      onFrame(frameId, frameOp, chunk.subarray(offset, offset + size))
+      const view = chunk.subarray(offset, offset + size)
+      onFrame(frameId, frameOp, kept(frameOp) ? Buffer.from(view) : view)
       offset += size
     } else {
       body = Buffer.allocUnsafe(size)
       bodyFill = 0
     }
   }
-})
+}
 
 process.stdout.write("ready\n")
 `
