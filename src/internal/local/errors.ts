@@ -26,6 +26,11 @@ export const reasonFromErrno = (code: string | undefined): SandboxErrorReason =>
     case "ELOOP":
     case "ENAMETOOLONG":
     case "EXDEV":
+    case "EBADF":
+    // Node's own argument checks (a NUL byte in a path, an offset out of range)
+    case "ERR_INVALID_ARG_VALUE":
+    case "ERR_INVALID_ARG_TYPE":
+    case "ERR_OUT_OF_RANGE":
       return "InvalidArgument"
     case "ENOSYS":
     case "ENOTSUP":
