@@ -13,12 +13,10 @@
  *
  * @internal
  */
-import * as NodeStream from "@effect/platform-node/NodeStream"
 import * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as FiberSet from "effect/FiberSet"
-import * as Stream from "effect/Stream"
 import type { Readable, Writable } from "node:stream"
 import type { DirectoryEntry, FileAttributes, OpenFlags, SandboxFileSystem } from "../../../Sandbox.js"
 import type { SandboxError } from "../../../SshError.js"
@@ -252,7 +250,6 @@ export const serve = (
       (o) => Effect.sync(() => o.dispose())
     )
     const fibers = yield* FiberSet.make<void>()
-    const permits = yield* Effect.makeSemaphore(maxInFlight)
     // Pooled packet buffers: one per request in flight, plus the one being filled.
     const framer = new PacketFramer(MAX_PACKET_LENGTH, maxInFlight + 2)
     let initialized = false
@@ -517,41 +514,58 @@ export const serve = (
       }
     }
 
+    /** Requests being processed; the input is not read while there are `maxInFlight`. */
+    let inFlight = 0
+    const slotFree = Effect.unsafeMakeLatch(true)
+
+    const malformed = (error: MalformedPacket) =>
+      new SftpSessionError({ reason: "Malformed", detail: error.detail, cause: error })
+
     /**
-     * Runs a job and sends its reply. The packet's buffer goes back to the pool once the job is
-     * done with it, and not when interrupted: the sandbox may still be reading it then.
+     * Runs a job and sends its reply, in its handle's reply order. The packet's buffer goes back to
+     * the pool once the job is done with it — not when interrupted: the sandbox may still be
+     * reading it then. The request keeps its slot until the output has room for more replies.
      */
-    const answer = (id: number, job: Job, packet: Buffer, turn: ReplyTurn | undefined): Effect.Effect<void> =>
-      job.pipe(
-        Effect.catchAll((error) => {
-          const status = error instanceof Status ? error : statusOf(error)
-          return Effect.succeed(encodeStatus(id, status.code, status.message))
-        }),
-        Effect.catchAllCause((cause) =>
-          Cause.isInterruptedOnly(cause)
-            ? Effect.failCause(cause)
-            : Effect.as(
-              Effect.logWarning("SFTP request failed unexpectedly", cause),
-              encodeStatus(id, FX.FAILURE, statusMessages[FX.FAILURE])
-            )
-        ),
-        Effect.flatMap((reply) => {
-          const send = Effect.sync(() => {
-            framer.release(packet)
-            out.send(reply)
-            turn?.done.unsafeOpen()
-          })
+    const answer = (id: number, job: Job, packet: Buffer, turn: ReplyTurn | undefined): Effect.Effect<void> => {
+      const deliver = (reply: Reply): Effect.Effect<void> => {
+        const send = Effect.sync(() => {
+          framer.release(packet)
+          out.send(reply)
+          turn?.done.unsafeOpen()
+        })
+        return Effect.zipRight(
+          turn?.previous === undefined ? send : Effect.zipRight(turn.previous.await, send),
+          out.ready
+        )
+      }
+      return Effect.matchCauseEffect(job, {
+        onSuccess: deliver,
+        onFailure: (cause) => {
+          const failure = Cause.failureOption(cause)
+          if (failure._tag === "Some") {
+            const status = failure.value instanceof Status ? failure.value : statusOf(failure.value)
+            return deliver(encodeStatus(id, status.code, status.message))
+          }
+          if (Cause.isInterruptedOnly(cause)) return Effect.interrupt
           return Effect.zipRight(
-            turn?.previous === undefined ? send : Effect.zipRight(turn.previous.await, send),
-            out.ready
+            Effect.logWarning("SFTP request failed unexpectedly", cause),
+            deliver(encodeStatus(id, FX.FAILURE, statusMessages[FX.FAILURE]))
           )
-        }),
-        Effect.ensuring(Effect.zipRight(Effect.sync(() => turn?.done.unsafeOpen()), permits.release(1)))
+        }
+      }).pipe(
+        Effect.ensuring(Effect.sync(() => {
+          turn?.done.unsafeOpen()
+          if (inFlight-- === maxInFlight) slotFree.unsafeOpen()
+        }))
       )
+    }
 
     // --- packets -------------------------------------------------------------------------------
 
-    const onPacket = (packet: Buffer): Effect.Effect<void, MalformedPacket> => {
+    const runFork = yield* FiberSet.runtime(fibers)<never>()
+
+    /** Handles one packet synchronously: answers INIT, or starts the request's fiber. */
+    const dispatch = (packet: Buffer): void => {
       const reader = new Reader(packet)
       const type = reader.uint8()
       if (!initialized) {
@@ -559,49 +573,83 @@ export const serve = (
         reader.uint32() // the client's version; we speak 3 whatever it is, as OpenSSH does
         initialized = true
         out.send(encodeVersion(EXTENSIONS))
-        return Effect.void
+        return
       }
       if (type === FXP.INIT) throw new MalformedPacket("INIT after initialization")
       const id = reader.uint32()
-      return Effect.zipRight(
-        permits.take(1),
-        Effect.suspend(() => {
-          let job: Job
-          turn = undefined
-          try {
-            job = prepare(type, id, reader)
-          } catch (error) {
-            if (!(error instanceof MalformedPacket)) throw error
-            return Effect.zipRight(permits.release(1), Effect.fail(error))
-          }
-          return FiberSet.run(fibers, answer(id, job, packet, turn))
-        })
-      )
+      turn = undefined
+      const job = prepare(type, id, reader)
+      inFlight++
+      runFork(answer(id, job, packet, turn))
     }
 
-    const onChunk = (chunk: Uint8Array): Effect.Effect<void, MalformedPacket> =>
-      Effect.suspend(() => {
-        const packets: Array<Buffer> = []
-        framer.push(chunk, packets)
-        return packets.length === 0
-          ? Effect.void
-          : Effect.forEach(packets, (packet) => Effect.suspend(() => onPacket(packet)), { discard: true })
-      })
-
-    yield* NodeStream.fromReadable<SftpSessionError, Uint8Array>(
-      () => input,
-      (cause) => new SftpSessionError({ reason: "InputFailed", detail: String(cause), cause }),
-      { closeOnDone: false }
-    ).pipe(
-      Stream.runForEach((chunk) =>
-        onChunk(chunk).pipe(
-          Effect.catchAllDefect((defect) =>
-            defect instanceof MalformedPacket ? Effect.fail(defect) : Effect.die(defect)
-          ),
-          Effect.mapError((error) => new SftpSessionError({ reason: "Malformed", detail: error.detail, cause: error }))
-        )
-      )
+    // The input is pulled by hand rather than through `NodeStream.fromReadable`: that drains
+    // whatever the stream has buffered into one chunk per pull, and its per-chunk Stream machinery
+    // cost more than the rest of the server on uploads. Here a chunk is read only when fewer than
+    // `maxInFlight` requests are running, so the transport's flow control holds the client back.
+    const readable = Effect.unsafeMakeLatch(false)
+    let ended = false
+    let inputError: unknown = undefined
+    const onReadable = () => readable.unsafeOpen()
+    const onEnd = () => {
+      ended = true
+      readable.unsafeOpen()
+    }
+    const onError = (error: unknown) => {
+      inputError = error
+      onEnd()
+    }
+    yield* Effect.acquireRelease(
+      Effect.sync(() => {
+        input.on("readable", onReadable)
+        input.on("end", onEnd)
+        input.on("close", onEnd)
+        input.on("error", onError)
+      }),
+      () =>
+        Effect.sync(() => {
+          input.removeListener("readable", onReadable)
+          input.removeListener("end", onEnd)
+          input.removeListener("close", onEnd)
+          input.removeListener("error", onError)
+        })
     )
+
+    const pending: Array<Buffer> = []
+    let next = 0
+    const pump: Effect.Effect<void, SftpSessionError> = Effect.suspend(() => {
+      try {
+        for (;;) {
+          while (next < pending.length) {
+            if (inFlight >= maxInFlight) {
+              slotFree.unsafeClose()
+              return Effect.zipRight(slotFree.await, pump)
+            }
+            const packet = pending[next]!
+            pending[next++] = undefined as unknown as Buffer
+            dispatch(packet)
+          }
+          pending.length = 0
+          next = 0
+          const chunk = input.read() as Uint8Array | null
+          if (chunk === null) {
+            if (inputError !== undefined) {
+              return Effect.fail(
+                new SftpSessionError({ reason: "InputFailed", detail: String(inputError), cause: inputError })
+              )
+            }
+            if (ended) return Effect.void
+            readable.unsafeClose()
+            return Effect.zipRight(readable.await, pump)
+          }
+          framer.push(chunk, pending)
+        }
+      } catch (error) {
+        if (error instanceof MalformedPacket) return Effect.fail(malformed(error))
+        throw error
+      }
+    })
+    yield* pump
     // The client has ended its side: answer what it asked, then hand the replies on.
     yield* FiberSet.awaitEmpty(fibers)
     yield* out.flushed
