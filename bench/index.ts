@@ -9,6 +9,18 @@
  *   open connection, spawn) get 4×, bursts of concurrent execs get ÷3 (at least 5).
  * - `BENCH_CONCURRENCY` (default 64): execs per concurrent burst.
  * - `BENCH_ANCHOR_KEX` (default `curve25519-sha256`): the anchor's key exchange.
+ * - `BENCH_SFTP_MIB` (256), `BENCH_CAT_MIB` (= SFTP), `BENCH_IO_ROUNDS` (3), `BENCH_MEMORY_MIB` (1024):
+ *   transfer sizes and rounds (bench/io.ts, bench/memory.ts).
+ * - `BENCH_QUICK=1`: smaller defaults (8 runs, 64 MiB transfers, 1 round, 256 MiB memory transfer).
+ *
+ * Phases, in order: the anchor alone; our side alone (bench/measure.ts); transfers and real `ssh`
+ * connections with a fresh anchor, interleaved round by round (bench/io.ts, memory in a child
+ * process: bench/memory.ts); keystroke latency when bench/attach.ts exists.
+ *
+ * bench/attach.ts, when present, is expected to export `measure(counts: RunCounts)` (or
+ * `measureAttach`) returning an Effect or Promise of `{ ours: Samples; anchor: Samples; isolation?:
+ * string; note?: string }` (ms from keystroke to echo, ours vs `ssh -tt`). Anything else is shown as
+ * "not measured" with the reason.
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Cause from "effect/Cause"
@@ -17,9 +29,10 @@ import * as Effect from "effect/Effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as Anchor from "./anchor.js"
+import type { IoResults, Measured } from "./io.js"
 import type { OursResults } from "./measure.js"
-import type { Samples } from "./util.js"
-import { run, runCounts, summarize } from "./util.js"
+import type { RunCounts, Samples } from "./util.js"
+import { ioCounts, quick, run, runCounts, summarize } from "./util.js"
 
 const ms = (x: number) => Number.isNaN(x) ? "n/a" : x >= 100 ? `${x.toFixed(1)} ms` : `${x.toFixed(2)} ms`
 const med = (s: Samples | undefined) => s === undefined ? Number.NaN : summarize(s.times).median
@@ -27,6 +40,52 @@ const withFailures = (text: string, s: Samples | undefined) =>
   s !== undefined && s.failures > 0 ? `${text} (${s.failures} failed)` : text
 const ratio = (a: number, b: number) => Number.isNaN(a) || Number.isNaN(b) || b === 0 ? "n/a" : `${(a / b).toFixed(3)}`
 const verdict = (ok: boolean | undefined) => ok === undefined ? "n/a" : ok ? "yes" : "NO"
+
+const isNotMeasured = <A>(m: Measured<A> | undefined): m is { readonly notMeasured: string } =>
+  typeof m === "object" && m !== null && "notMeasured" in m
+const got = <A>(m: Measured<A> | undefined): A | undefined => m === undefined || isNotMeasured(m) ? undefined : m
+const errorText = (e: unknown) => e instanceof Error ? `${e.name}: ${e.message}` : String(e)
+
+/** Throughput of the median transfer of `mib` MiB. */
+const rate = (s: Samples | undefined, mib: number) => mib / (med(s) / 1000)
+const mibs = (x: number) => Number.isNaN(x) ? "n/a" : `${x.toFixed(0)} MiB/s`
+
+interface AttachFigures {
+  readonly ours: Samples
+  readonly anchor: Samples
+  readonly isolation?: string | undefined
+  readonly note?: string | undefined
+}
+const isSamples = (x: unknown): x is Samples =>
+  typeof x === "object" && x !== null && Array.isArray((x as Samples).times)
+
+/** bench/attach.ts (written separately) when it exists; see the contract in this module's comment. */
+const measureAttach = (counts: RunCounts): Effect.Effect<AttachFigures | string> =>
+  Effect.gen(function*() {
+    if (!fs.existsSync(new URL("./attach.ts", import.meta.url))) {
+      return "not measured: bench/attach.ts does not exist (keystroke-to-echo latency is not written yet)"
+    }
+    const m = (yield* Effect.tryPromise(() => import("./attach.js" as string))) as Record<string, unknown>
+    const fn = [m.measureAttach, m.measure].find((f) => typeof f === "function") as
+      | ((c: RunCounts) => unknown)
+      | undefined
+    if (fn === undefined) {
+      return `not measured: bench/attach.ts exports no measure/measureAttach (exports: ${Object.keys(m).join(", ")})`
+    }
+    const out = fn(counts)
+    const value: unknown = Effect.isEffect(out)
+      ? yield* (out as Effect.Effect<unknown, unknown>)
+      : yield* Effect.tryPromise(() => Promise.resolve(out))
+    const v = value as Partial<AttachFigures> | undefined
+    if (v === undefined || !isSamples(v.ours) || !isSamples(v.anchor)) {
+      return `not measured: bench/attach.ts returned an unrecognized shape (${
+        JSON.stringify(value)?.slice(0, 80)
+      }); expected { ours: Samples, anchor: Samples }`
+    }
+    return v as AttachFigures
+  }).pipe(Effect.catchAllCause((cause) =>
+    Effect.succeed(`not measured: bench/attach.ts failed: ${errorText(Cause.squash(cause))}`)
+  ))
 
 const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): string => {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)))
@@ -91,7 +150,26 @@ const main = Effect.gen(function*() {
     })
   )
   const o = typeof oursOutcome === "string" ? undefined : oursOutcome
-  // Both sides have closed their scopes: nothing they started should still be our child.
+
+  // Transfers and real `ssh` connections: a fresh anchor, both sides interleaved round by round.
+  const io = ioCounts()
+  yield* Console.error(
+    `transfers: SFTP ${io.sftpMib} MiB, cat ${io.catMib} MiB, ${io.rounds} rounds; memory ${io.memoryMib} MiB...`
+  )
+  const ioOutcome = yield* Effect.scoped(Effect.gen(function*() {
+    const anchor = yield* Anchor.make
+    const m = yield* Effect.tryPromise({ try: () => import("./io.js"), catch: (e) => e })
+    return yield* m.measure(anchor, counts, io)
+  })).pipe(
+    Effect.map((r): IoResults | string => r),
+    Effect.catchAllCause((cause) =>
+      Cause.isInterruptedOnly(cause) ? Effect.failCause(cause) : Effect.succeed(errorText(Cause.squash(cause)))
+    )
+  )
+  const t = typeof ioOutcome === "string" ? undefined : ioOutcome
+  const attach = yield* measureAttach(counts)
+
+  // Every phase has closed its scopes: nothing they started should still be our child.
   const leftovers = childProcesses().filter((c) => !childrenBefore.includes(c))
 
   const spawnMed = med(o?.spawn)
@@ -104,9 +182,11 @@ const main = Effect.gen(function*() {
     : `${ms(med(o.concurrent))} (${total - o.concurrentFailed}/${total} ok)`
   const anchorConcurrent = `${ms(med(a.concurrent))} (c) (${total - a.concurrentFailed}/${total} ok)`
 
+  const iso = o === undefined ? "" : o.isolation
   const rows: Array<Array<string>> = [
     [
       "openClient (keys + handshake + auth)",
+      iso,
       withFailures(ms(openMed), o?.openClient),
       withFailures(`${ms(med(a.connect))} (a)`, a.connect),
       ratio(openMed, med(a.connect)),
@@ -115,6 +195,7 @@ const main = Effect.gen(function*() {
     ],
     [
       "openClient + exec true + close",
+      iso,
       withFailures(ms(med(o?.connectExec)), o?.connectExec),
       withFailures(`${ms(med(a.connect))} (a)`, a.connect),
       ratio(med(o?.connectExec), med(a.connect)),
@@ -123,6 +204,7 @@ const main = Effect.gen(function*() {
     ],
     [
       "exec true on an open connection",
+      iso,
       withFailures(ms(execMed), o?.exec),
       withFailures(`${ms(med(a.muxExec))} (b)`, a.muxExec),
       ratio(execMed, med(a.muxExec)),
@@ -131,6 +213,7 @@ const main = Effect.gen(function*() {
     ],
     [
       `${n} concurrent execs, one connection (wall)`,
+      iso,
       oursConcurrent,
       anchorConcurrent,
       ratio(med(o?.concurrent), med(a.concurrent)),
@@ -139,6 +222,7 @@ const main = Effect.gen(function*() {
     ],
     [
       "spawn <shell> -c true",
+      iso,
       withFailures(ms(spawnMed), o?.spawn),
       withFailures(`${ms(med(a.localSpawn))} (d)`, a.localSpawn),
       ratio(spawnMed, med(a.localSpawn)),
@@ -147,6 +231,7 @@ const main = Effect.gen(function*() {
     ],
     [
       "exec overhead: exec - spawn (paired rounds)",
+      iso,
       o === undefined ? "n/a" : ms(med(o.execMinusSpawn)),
       "",
       "",
@@ -154,6 +239,200 @@ const main = Effect.gen(function*() {
       verdict(o === undefined ? undefined : med(o.execMinusSpawn) <= 1)
     ]
   ]
+
+  // Transfers: throughput of the median transfer; the ratio column stays a time ratio
+  // (anchor MiB/s / ours MiB/s), so below 1 still means ours is faster.
+  const speedTarget = "time <= 1 (>= 1.0x speed)"
+  const transferRow = (
+    label: string,
+    isolation: string,
+    ours: Samples | undefined,
+    oursMib: number,
+    anchor: Samples | undefined,
+    anchorTag: string,
+    anchorMib: number
+  ): Array<string> => {
+    const r = rate(ours, oursMib)
+    const ra = rate(anchor, anchorMib)
+    return [
+      label,
+      isolation,
+      withFailures(mibs(r), ours),
+      withFailures(`${mibs(ra)} (${anchorTag})`, anchor),
+      ratio(ra, r),
+      speedTarget,
+      verdict(Number.isNaN(r) || Number.isNaN(ra) ? undefined : r >= ra)
+    ]
+  }
+  const notMeasuredRow = (label: string, isolation: string, why: string, target: string) => [
+    label,
+    isolation,
+    `NOT MEASURED: ${why}`.slice(0, 60),
+    "",
+    "",
+    target,
+    "n/a"
+  ]
+  if (t === undefined) {
+    rows.push(notMeasuredRow("transfers, ssh connections, memory", "", ioOutcome as string, "(SPEC §4)"))
+  } else {
+    const sm = t.counts.sftpMib
+    const cm = t.counts.catMib
+    const sc = got(t.sftpClient)
+    const sa = got(t.sftpAnchor)
+    const sl = got(t.sftpListener)
+    const ss = got(t.sftpStdio)
+    const sIso = t.sftpIsolation
+    const sftpRows: Array<readonly [string, Measured<unknown>, Samples | undefined, "put" | "get"]> = [
+      [`SFTP write ${sm} MiB: SftpClient.write (whole file)`, t.sftpClient, sc?.write, "put"],
+      [`SFTP write ${sm} MiB: SftpClient.writeSink (stream)`, t.sftpClient, sc?.writeSink, "put"],
+      [`SFTP read ${sm} MiB: SftpClient.read (whole file)`, t.sftpClient, sc?.read, "get"],
+      [`SFTP read ${sm} MiB: SftpClient.readStream (stream)`, t.sftpClient, sc?.readStream, "get"],
+      [`OpenSSH sftp put ${sm} MiB -> our TCP listener`, t.sftpListener, sl?.put, "put"],
+      [`OpenSSH sftp get ${sm} MiB <- our TCP listener`, t.sftpListener, sl?.get, "get"],
+      [`OpenSSH sftp put ${sm} MiB -> serve --stdio`, t.sftpStdio, ss?.put, "put"],
+      [`OpenSSH sftp get ${sm} MiB <- serve --stdio`, t.sftpStdio, ss?.get, "get"]
+    ]
+    for (const [label, section, samples, way] of sftpRows) {
+      rows.push(
+        isNotMeasured(section)
+          ? notMeasuredRow(label, sIso, section.notMeasured, speedTarget)
+          : isNotMeasured(t.sftpAnchor)
+          ? notMeasuredRow(label, sIso, t.sftpAnchor.notMeasured, speedTarget)
+          : transferRow(label, sIso, samples, sm, sa?.[way], way === "put" ? "e" : "f", sm)
+      )
+    }
+    const cat = got(t.cat)
+    if (cat === undefined) {
+      rows.push(
+        notMeasuredRow(
+          `exec cat up/down ${cm} MiB`,
+          t.isolation,
+          (t.cat as { notMeasured: string }).notMeasured,
+          speedTarget
+        )
+      )
+    } else {
+      rows.push(
+        transferRow(
+          `exec cat up ${cm} MiB (spawn, stdin from a Stream)`,
+          t.isolation,
+          cat.oursUp,
+          cm,
+          cat.anchorUp,
+          "g",
+          cm
+        )
+      )
+      rows.push(
+        transferRow(
+          `exec head down ${cm} MiB (spawn, stdout drained)`,
+          t.isolation,
+          cat.oursDown,
+          cm,
+          cat.anchorDown,
+          "h",
+          cm
+        )
+      )
+    }
+    const conn = got(t.connect)
+    if (conn === undefined) {
+      rows.push(
+        notMeasuredRow(
+          "ssh host true, new connection",
+          t.isolation,
+          (t.connect as { notMeasured: string }).notMeasured,
+          "<= OpenSSH"
+        )
+      )
+    } else {
+      for (
+        const [label, samples] of [
+          ["ssh true, new conn: our TCP listener (in-process)", conn.listener],
+          ["ssh true, new conn: serve --stdio ProxyCommand", conn.stdio]
+        ] as const
+      ) {
+        const x = med(samples)
+        const y = med(conn.anchor)
+        rows.push([
+          label,
+          t.isolation,
+          withFailures(ms(x), samples),
+          withFailures(`${ms(y)} (i)`, conn.anchor),
+          ratio(x, y),
+          "<= OpenSSH (ratio <= 1)",
+          verdict(Number.isNaN(x) || Number.isNaN(y) ? undefined : x <= y)
+        ])
+      }
+    }
+    const cli = got(t.cliVersion)
+    rows.push(
+      cli === undefined
+        ? notMeasuredRow(
+          "CLI start-up: sandbox-ssh --version",
+          "",
+          (t.cliVersion as { notMeasured: string }).notMeasured,
+          "(reference)"
+        )
+        : [
+          "CLI start-up: node bin/sandbox-ssh.js --version",
+          "-",
+          withFailures(ms(med(cli)), cli),
+          "",
+          "",
+          "(reference)",
+          ""
+        ]
+    )
+    const mem = got(t.memory)
+    if (mem === undefined) {
+      rows.push(
+        notMeasuredRow(
+          "RSS growth, transfer each way",
+          "",
+          (t.memory as { notMeasured: string }).notMeasured,
+          "< 64 MiB"
+        )
+      )
+    } else {
+      const pairs: Array<readonly [string, string, string]> = [
+        ["SftpClient writeSink / readStream", "SftpClient writeSink", "SftpClient readStream"],
+        ["OpenSSH sftp put / get, our server", "OpenSSH sftp put -> our server", "OpenSSH sftp get <- our server"],
+        ["exec cat up / head down", "exec cat up (stdin)", "exec head down (stdout)"]
+      ]
+      for (const [label, up, down] of pairs) {
+        const u = mem.rows.find((r) => r.label === up)
+        const d = mem.rows.find((r) => r.label === down)
+        if (u === undefined && d === undefined) continue
+        const cell = (r: typeof u) =>
+          r === undefined ? "n/a" : r.error !== undefined ? "FAILED" : `+${r.maxGrowthMiB.toFixed(1)}`
+        const ok = [u, d].every((r) => r !== undefined && r.error === undefined && r.maxGrowthMiB < 64)
+        rows.push([
+          `RSS growth ${mem.mib} MiB each way: ${label}`,
+          (u ?? d)!.isolation,
+          `${cell(u)} / ${cell(d)} MiB`,
+          "",
+          "",
+          "< 64 MiB each",
+          [u, d].some((r) => r === undefined || r.error !== undefined) ? "n/a" : verdict(ok)
+        ])
+      }
+    }
+  }
+  rows.push(
+    typeof attach === "string"
+      ? ["keystroke -> echo latency (attach vs ssh -tt)", "", attach.slice(0, 60), "", "", "(none in SPEC §4)", "n/a"]
+      : [
+        "keystroke -> echo latency (attach vs ssh -tt)",
+        attach.isolation ?? "",
+        withFailures(ms(med(attach.ours)), attach.ours),
+        withFailures(ms(med(attach.anchor)), attach.anchor),
+        ratio(med(attach.ours), med(attach.anchor)),
+        "(none in SPEC §4)",
+        ""
+      ]
+  )
 
   const cpus = os.cpus()
   const lines = [
@@ -172,13 +451,28 @@ const main = Effect.gen(function*() {
         o.isolated ? "yes" : "no"
       }), shell ${o.shell}; ${bwrap}`,
     `runs:    ${counts.slow} per connect metric, ${counts.fast} per exec/spawn metric, ${counts.bursts} bursts of ${n} ` +
-    `(BENCH_RUNS=${process.env.BENCH_RUNS ?? "30 (default)"}); each after ${counts.warmup} warm-up runs`,
+    `(BENCH_RUNS=${process.env.BENCH_RUNS ?? `${counts.slow} (default)`}); each after ${counts.warmup} warm-up runs` +
+    `${quick() ? "; BENCH_QUICK" : ""}`,
+    t === undefined
+      ? `io:      NOT MEASURED: ${ioOutcome as string}`
+      : `io:      SFTP ${io.sftpMib} MiB, cat ${io.catMib} MiB, median of ${io.rounds} rounds after 1 warm-up, files in ` +
+        `/dev/shm (tmpfs); ssh connections x ${counts.slow}; SFTP sandbox: ${t.sftpIsolation}; CLI: ${t.cliNote}`,
     "",
-    table(["metric (medians)", "ours", "OpenSSH anchor", "ours/anchor", "target (SPEC §4)", "met"], rows),
+    table(
+      ["metric (medians)", "isolation", "ours", "OpenSSH anchor", "ours/anchor (time)", "target (SPEC §4)", "met"],
+      rows
+    ),
     "",
     "ours/anchor is a time ratio: below 1 means ours is faster. Anchor: (a) `ssh host true` on a new connection,",
     "(b) `ssh host true` over the ControlMaster connection, (c) that 64 times at once, (d) node spawning `/bin/sh -c true`",
     "on the host (a reference, not OpenSSH). OpenSSH figures include starting the `ssh` client process, as its users pay it.",
+    "Transfers (MiB/s of the median transfer; ratio = anchor MiB/s / ours MiB/s, a time ratio too), all aes128-gcm:",
+    "(e) OpenSSH `sftp put`, (f) `sftp get`, over the anchor's ControlMaster to sshd (internal-sftp); every `sftp` row",
+    "times one put/get alone on an already open `sftp -b -` session (no connection set-up), files in tmpfs;",
+    "(g) `head -c N /dev/zero | ssh host 'cat > /dev/null'` and (h) `ssh host 'head -c N /dev/zero' > /dev/null`, over the",
+    "ControlMaster, whole process; ours: client.spawn, its stdin fed 64 KiB chunks from a Stream / its stdout drained;",
+    "(i) `ssh host true` on a new connection to sshd, interleaved with ours (both via the real `ssh` client).",
+    "RSS growth: child process (node --expose-gc), max RSS sampled every 5 ms minus RSS just before, per direction.",
     "",
     "spread (p10 / median / p90, n):"
   ]
@@ -204,12 +498,58 @@ const main = Effect.gen(function*() {
   spread("anchor (b) mux exec true", a.muxExec)
   spread(`anchor (c) ${n} concurrent mux execs`, a.concurrent)
   spread("anchor (d) node spawn /bin/sh", a.localSpawn)
+  const sc = got(t?.sftpClient)
+  const sa = got(t?.sftpAnchor)
+  const sl = got(t?.sftpListener)
+  const ss = got(t?.sftpStdio)
+  const cat = got(t?.cat)
+  const conn = got(t?.connect)
+  if (t !== undefined) lines.push("  transfers, ms each:")
+  spread("ours SftpClient.write", sc?.write)
+  spread("ours SftpClient.writeSink", sc?.writeSink)
+  spread("ours SftpClient.read", sc?.read)
+  spread("ours SftpClient.readStream", sc?.readStream)
+  spread("sftp put -> our listener", sl?.put)
+  spread("sftp get <- our listener", sl?.get)
+  spread("sftp put -> serve --stdio", ss?.put)
+  spread("sftp get <- serve --stdio", ss?.get)
+  spread("anchor (e) sftp put", sa?.put)
+  spread("anchor (f) sftp get", sa?.get)
+  spread("ours cat up", cat?.oursUp)
+  spread("ours head down", cat?.oursDown)
+  spread("anchor (g) cat up", cat?.anchorUp)
+  spread("anchor (h) head down", cat?.anchorDown)
+  spread("ssh true -> our listener", conn?.listener)
+  spread("ssh true -> serve --stdio", conn?.stdio)
+  spread("anchor (i) new connection + true", conn?.anchor)
+  spread("CLI --version", got(t?.cliVersion))
+  if (sc !== undefined) lines.push(`  SftpClient session: ${sc.requestBytes}`)
+  const mem = got(t?.memory)
+  if (mem !== undefined) {
+    lines.push(`  memory rows (${mem.mib} MiB each, gc before baseline: ${mem.gc ? "yes" : "no"}):`)
+    for (const r of mem.rows) {
+      lines.push(
+        `    ${r.label.padEnd(32)} +${r.maxGrowthMiB.toFixed(1)} MiB over ${r.baselineMiB.toFixed(1)} MiB, ${
+          (r.mib / (r.ms / 1000)).toFixed(0)
+        } MiB/s${r.error === undefined ? "" : `, FAILED: ${r.error}`}`
+      )
+    }
+  }
+  const missing = [
+    o === undefined ? "our side (see ours:)" : undefined,
+    t === undefined ? "transfers/connections/memory (see io:)" : undefined,
+    ...(t === undefined
+      ? []
+      : [t.sftpClient, t.sftpAnchor, t.sftpListener, t.sftpStdio, t.cat, t.connect, t.cliVersion, t.memory])
+      .map((m) => isNotMeasured(m) ? m.notMeasured : undefined),
+    typeof attach === "string" ? `keystroke latency: ${attach.replace(/^not measured: /, "")}` : undefined
+  ].filter((x) => x !== undefined)
   lines.push(
     "",
     leftovers.length === 0
-      ? "cleanup: no child process left after both sides closed their scopes"
-      : `cleanup: ${leftovers.length} child process(es) LEFT after both sides closed: ${leftovers.join("; ")}`,
-    "not measured yet (SPEC §4): SFTP 256 MiB read/write, streaming exec (cat) up/down, serve --stdio under ssh, memory."
+      ? "cleanup: no child process left after every phase closed its scopes"
+      : `cleanup: ${leftovers.length} child process(es) LEFT after every phase closed: ${leftovers.join("; ")}`,
+    missing.length === 0 ? "not measured: nothing" : `not measured: ${missing.join("; ")}`
   )
   yield* Console.log(lines.join("\n"))
 })

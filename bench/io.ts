@@ -23,20 +23,19 @@
  */
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
-import * as Stream from "effect/Stream"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
-import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import * as LocalSandbox from "../src/LocalSandbox.js"
 import type { Sandbox } from "../src/Sandbox.js"
 import * as SandboxSsh from "../src/SandboxSsh.js"
-import type { SshClient } from "../src/SshClient.js"
 import type { Anchor } from "./anchor.js"
 import type { MemoryResults } from "./memory.js"
+import { TRANSFERS } from "./memory.js"
 import * as OpensshSftp from "./opensshSftp.js"
 import { measureSftp } from "./sftp.js"
+import { catUp, headDown, tempDir } from "./transfers.js"
 import type { IoCounts, ProcessResult, RunCounts, Samples } from "./util.js"
 import { BenchError, failureOf, run, timed } from "./util.js"
 
@@ -180,43 +179,6 @@ const cliFreshness = (): string => {
   }
 }
 
-/** `n` bytes as a stream of one reused 64 KiB chunk (the sender never keeps the whole payload). */
-export const zeroChunks = (bytes: number): Stream.Stream<Uint8Array> => {
-  const chunk = new Uint8Array(64 * 1024)
-  const full = Math.floor(bytes / chunk.length)
-  const rest = bytes - full * chunk.length
-  const head = Stream.repeatValue(chunk).pipe(Stream.take(full))
-  return rest === 0 ? head : Stream.concat(head, Stream.make(chunk.subarray(0, rest)))
-}
-
-/** `client.spawn("cat > /dev/null")` fed `bytes` from a Stream, until it exits 0. */
-export const catUp = (client: SshClient, bytes: number) =>
-  Effect.scoped(Effect.gen(function*() {
-    const proc = yield* client.spawn("cat > /dev/null")
-    yield* Effect.all([
-      Stream.run(zeroChunks(bytes), proc.stdin),
-      Stream.runDrain(proc.stdout),
-      Stream.runDrain(proc.stderr)
-    ], { concurrency: "unbounded", discard: true })
-    const code = yield* proc.exitCode
-    if (code !== 0) return yield* new BenchError({ message: `cat exited ${code}` })
-  }))
-
-/** `client.spawn("head -c N /dev/zero")` drained; fails unless exactly `bytes` arrived. */
-export const headDown = (client: SshClient, bytes: number) =>
-  Effect.scoped(Effect.gen(function*() {
-    const proc = yield* client.spawn(`head -c ${bytes} /dev/zero`)
-    const [received] = yield* Effect.all([
-      Stream.runFold(proc.stdout, 0, (n, chunk) => n + chunk.length),
-      Stream.run(Stream.empty, proc.stdin),
-      Stream.runDrain(proc.stderr)
-    ], { concurrency: "unbounded" })
-    const code = yield* proc.exitCode
-    if (code !== 0 || received !== bytes) {
-      return yield* new BenchError({ message: `head exited ${code} after ${received}/${bytes} bytes` })
-    }
-  }))
-
 /** The config block for our servers, sharing the anchor's client key and algorithms. */
 const oursConfig = (options: {
   readonly anchor: Anchor
@@ -247,23 +209,6 @@ const oursConfig = (options: {
     ""
   ].join("\n")
 
-/** A temporary directory removed with the scope (and at process exit, should the scope not run). */
-export const tempDir = (prefix: string, under?: string) =>
-  Effect.acquireRelease(
-    fsTry("mkdtemp", () => {
-      const base = under !== undefined && fs.existsSync(under) ? under : os.tmpdir()
-      const dir = fs.mkdtempSync(path.join(base, prefix))
-      const onExit = () => fs.rmSync(dir, { recursive: true, force: true })
-      process.on("exit", onExit)
-      return { dir, onExit }
-    }),
-    ({ dir, onExit }) =>
-      Effect.sync(() => {
-        process.off("exit", onExit)
-        fs.rmSync(dir, { recursive: true, force: true })
-      })
-  ).pipe(Effect.map(({ dir }) => dir))
-
 /** The memory child: `node --expose-gc --import tsx bench/memory.ts`, its JSON result. */
 const runMemoryChild = (params: object) =>
   Effect.gen(function*() {
@@ -272,12 +217,36 @@ const runMemoryChild = (params: object) =>
       env: { ...process.env, BENCH_MEMORY_PARAMS: JSON.stringify(params) },
       graceMs: 5000
     })
+    process.stderr.write(r.stderr) // its progress lines
     const line = r.stdout.trim().split("\n").filter((l) => l.startsWith("{")).pop()
     if (r.code !== 0 || line === undefined) {
       return yield* new BenchError({ message: `memory child: ${failureOf(r) ?? "no result printed"}` })
     }
     return JSON.parse(line) as MemoryResults
   })
+
+/** One child per transfer, in order; the shared 1 GiB file is removed at the end. */
+const memoryChildren = (params: { readonly dir: string } & Record<string, unknown>) =>
+  Effect.gen(function*() {
+    const rows: Array<MemoryResults["rows"][number]> = []
+    let gc = true
+    let mib = 0
+    for (const only of TRANSFERS) {
+      const r = yield* runMemoryChild({ ...params, only }).pipe(
+        Effect.catchAll((e) =>
+          Effect.succeed({
+            mib: 0,
+            gc: false,
+            rows: [{ label: only, isolation: "", mib: 0, ms: 0, baselineMiB: 0, maxGrowthMiB: 0, error: e.message }]
+          })
+        )
+      )
+      rows.push(...r.rows)
+      gc &&= r.gc
+      mib = Math.max(mib, r.mib)
+    }
+    return { mib, gc, rows } satisfies MemoryResults
+  }).pipe(Effect.ensuring(Effect.sync(() => fs.rmSync(path.join(params.dir, "mem.bin"), { force: true }))))
 
 // ---------------------------------------------------------------------------------------------
 
@@ -483,7 +452,7 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
     yield* log(`memory: ${io.memoryMib} MiB each way in a child process...`)
     const memory = yield* section(
       "memory",
-      runMemoryChild({
+      memoryChildren({
         dir: work,
         mib: io.memoryMib,
         sshConfig: config,

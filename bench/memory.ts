@@ -25,8 +25,8 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import * as LocalSandbox from "../src/LocalSandbox.js"
 import * as SandboxSsh from "../src/SandboxSsh.js"
-import { catUp, headDown, tempDir, zeroChunks } from "./io.js"
 import * as OpensshSftp from "./opensshSftp.js"
+import { catUp, headDown, tempDir, zeroChunks } from "./transfers.js"
 import { BenchError, envInt, quick, timed } from "./util.js"
 
 export interface MemoryRow {
@@ -59,6 +59,8 @@ interface Params {
   /** The isolation for SFTP ("auto" or "none", see bench/io.ts) and its label. */
   readonly sftpIsolation?: "auto" | "none" | undefined
   readonly sftpLabel?: string | undefined
+  /** Only this transfer (one process per transfer); all of them when absent. */
+  readonly only?: Transfer | undefined
 }
 
 const MiB = 1024 * 1024
@@ -103,96 +105,139 @@ const track = <E, R>(label: string, isolation: string, mib: number, transfer: Ef
     return row
   })
 
+/** The transfers, in the order they run (readStream and the OpenSSH rows read writeSink's file). */
+export const TRANSFERS = [
+  "SftpClient writeSink",
+  "SftpClient readStream",
+  "OpenSSH sftp put -> our server",
+  "OpenSSH sftp get <- our server",
+  "exec cat up (stdin)",
+  "exec head down (stdout)"
+] as const
+export type Transfer = typeof TRANSFERS[number]
+
+/** Writes `bytes` zeros to `file` unless it already has that size (before any baseline is taken). */
+const ensureFile = (file: string, bytes: number) =>
+  Effect.sync(() => {
+    if (fs.existsSync(file) && fs.statSync(file).size === bytes) return
+    const fd = fs.openSync(file, "w", 0o644)
+    try {
+      const chunk = Buffer.alloc(8 * MiB)
+      for (let left = bytes; left > 0; left -= chunk.length) fs.writeSync(fd, chunk, 0, Math.min(chunk.length, left))
+    } finally {
+      fs.closeSync(fd)
+    }
+  })
+
+/**
+ * Measures `params.only` (one transfer, as `npm run bench` does: one fresh process each, so that
+ * no transfer inherits the heap another one grew), or every transfer in turn.
+ */
 export const measureMemory = (params: Params) =>
   Effect.gen(function*() {
     const mib = params.mib ?? envInt("BENCH_MEMORY_MIB", quick() ? 256 : 1024)
     const bytes = mib * MiB
     const dir = params.dir ?? (yield* tempDir("ssb-mem-", "/dev/shm"))
+    const want = (t: Transfer) => params.only === undefined || params.only === t
     const rows: Array<MemoryRow> = []
-    const removeLater = (file: string) => Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(file, { force: true })))
-
-    const sandbox = yield* LocalSandbox.make({ isolation: "auto" })
-    const sftpSandbox = yield* LocalSandbox.make({ isolation: params.sftpIsolation ?? "none", root: dir })
-    const sftpLabel = params.sftpLabel ?? sftpSandbox.info.isolation
-    const remote = (file: string) => sftpSandbox.info.isolated ? `/${path.relative(dir, file)}` : file
-
-    // SftpClient, both ends in this process.
-    const file = path.join(dir, `mem-${process.pid}.bin`)
-    yield* removeLater(file)
-    yield* Effect.scoped(Effect.gen(function*() {
-      const client = yield* SandboxSsh.make(sftpSandbox).openClient()
-      const sftp = yield* client.sftp()
-      rows.push(
-        yield* track(
-          "SftpClient writeSink",
-          sftpLabel,
-          mib,
-          Stream.run(zeroChunks(bytes), sftp.writeSink(remote(file)))
-        )
+    const file = path.join(dir, "mem.bin") // shared by the processes of one run
+    const scratch = (name: string) =>
+      Effect.acquireRelease(
+        Effect.sync(() => path.join(dir, `mem-${name}-${process.pid}.bin`)),
+        (f) => Effect.sync(() => fs.rmSync(f, { force: true }))
       )
-      rows.push(
-        yield* track(
-          "SftpClient readStream",
-          sftpLabel,
-          mib,
-          Stream.runFold(sftp.readStream(remote(file)), 0, (n, c) => n + c.length).pipe(
-            Effect.filterOrFail((n) => n === bytes, (n) => new BenchError({ message: `read ${n}/${bytes} bytes` }))
-          )
-        )
-      )
-    }))
 
-    // OpenSSH sftp against our listener in this process.
-    if (
-      params.sshConfig !== undefined && params.host !== undefined && params.hostKeyPath !== undefined &&
-      params.authorizedKeysPath !== undefined && fs.existsSync(file) && fs.statSync(file).size === bytes
-    ) {
-      const sshConfig = params.sshConfig
-      const host = params.host
-      const put = path.join(dir, `mem-put-${process.pid}.bin`)
-      const got = path.join(dir, `mem-get-${process.pid}.bin`)
-      yield* removeLater(put)
-      yield* removeLater(got)
+    if (TRANSFERS.slice(0, 4).some(want)) {
+      const sftpSandbox = yield* LocalSandbox.make({ isolation: params.sftpIsolation ?? "none", root: dir })
+      const label = params.sftpLabel ?? sftpSandbox.info.isolation
+      const remote = (f: string) => sftpSandbox.info.isolated ? `/${path.relative(dir, f)}` : f
+      if (want("SftpClient writeSink") || want("SftpClient readStream")) {
+        // SftpClient, both ends in this process.
+        yield* Effect.scoped(Effect.gen(function*() {
+          const client = yield* SandboxSsh.make(sftpSandbox).openClient()
+          const sftp = yield* client.sftp()
+          if (want("SftpClient writeSink")) {
+            rows.push(
+              yield* track(
+                "SftpClient writeSink",
+                label,
+                mib,
+                Stream.run(zeroChunks(bytes), sftp.writeSink(remote(file)))
+              )
+            )
+          }
+          if (want("SftpClient readStream")) {
+            yield* ensureFile(file, bytes)
+            rows.push(
+              yield* track(
+                "SftpClient readStream",
+                label,
+                mib,
+                Stream.runFold(sftp.readStream(remote(file)), 0, (n, c) => n + c.length).pipe(
+                  Effect.filterOrFail(
+                    (n) => n === bytes,
+                    (n) => new BenchError({ message: `read ${n}/${bytes} bytes` })
+                  )
+                )
+              )
+            )
+          }
+        }))
+      }
+      const { authorizedKeysPath, host, hostKeyPath, sshConfig } = params
+      if (
+        (want("OpenSSH sftp put -> our server") || want("OpenSSH sftp get <- our server")) &&
+        sshConfig !== undefined && host !== undefined && hostKeyPath !== undefined && authorizedKeysPath !== undefined
+      ) {
+        // OpenSSH sftp against our listener in this process.
+        yield* Effect.scoped(Effect.gen(function*() {
+          yield* ensureFile(file, bytes)
+          const server = yield* SandboxSsh.make(sftpSandbox).prepareServer({ hostKeyPath, authorizedKeysPath })
+          const listener = yield* server.listen({ port: 0 })
+          const session = yield* OpensshSftp.open(["-F", sshConfig, "-P", String(listener.port)], host)
+          const sized = (f: string) =>
+            Effect.suspend(() =>
+              fs.statSync(f).size === bytes ? Effect.void : Effect.fail(new BenchError({ message: `${f}: wrong size` }))
+            )
+          if (want("OpenSSH sftp put -> our server")) {
+            const put = yield* scratch("put")
+            rows.push(
+              yield* track(
+                "OpenSSH sftp put -> our server",
+                label,
+                mib,
+                Effect.zipRight(session.command(`put ${file} ${remote(put)}`), sized(put))
+              )
+            )
+          }
+          if (want("OpenSSH sftp get <- our server")) {
+            const got = yield* scratch("get")
+            rows.push(
+              yield* track(
+                "OpenSSH sftp get <- our server",
+                label,
+                mib,
+                Effect.zipRight(session.command(`get ${remote(file)} ${got}`), sized(got))
+              )
+            )
+          }
+        }))
+      }
+    }
+
+    if (want("exec cat up (stdin)") || want("exec head down (stdout)")) {
       yield* Effect.scoped(Effect.gen(function*() {
-        const server = yield* SandboxSsh.make(sftpSandbox).prepareServer({
-          hostKeyPath: params.hostKeyPath,
-          authorizedKeysPath: params.authorizedKeysPath
-        })
-        const listener = yield* server.listen({ port: 0 })
-        const session = yield* OpensshSftp.open(["-F", sshConfig, "-P", String(listener.port)], host)
-        const sized = (f: string) =>
-          Effect.suspend(() =>
-            fs.statSync(f).size === bytes ? Effect.void : Effect.fail(new BenchError({ message: `${f}: wrong size` }))
-          )
-        rows.push(
-          yield* track(
-            "OpenSSH sftp put -> our server",
-            sftpLabel,
-            mib,
-            Effect.zipRight(session.command(`put ${file} ${remote(put)}`), sized(put))
-          )
-        )
-        fs.rmSync(put, { force: true })
-        rows.push(
-          yield* track(
-            "OpenSSH sftp get <- our server",
-            sftpLabel,
-            mib,
-            Effect.zipRight(session.command(`get ${remote(file)} ${got}`), sized(got))
-          )
-        )
-        fs.rmSync(got, { force: true })
+        const sandbox = yield* LocalSandbox.make({ isolation: "auto" })
+        const client = yield* SandboxSsh.make(sandbox).openClient()
+        const label = sandbox.info.isolation
+        if (want("exec cat up (stdin)")) {
+          rows.push(yield* track("exec cat up (stdin)", label, mib, catUp(client, bytes)))
+        }
+        if (want("exec head down (stdout)")) {
+          rows.push(yield* track("exec head down (stdout)", label, mib, headDown(client, bytes)))
+        }
       }))
     }
-    fs.rmSync(file, { force: true })
-
-    // Streaming exec.
-    yield* Effect.scoped(Effect.gen(function*() {
-      const client = yield* SandboxSsh.make(sandbox).openClient()
-      const label = sandbox.info.isolation
-      rows.push(yield* track("exec cat up (stdin)", label, mib, catUp(client, bytes)))
-      rows.push(yield* track("exec head down (stdout)", label, mib, headDown(client, bytes)))
-    }))
     return { mib, gc: gc !== undefined, rows } satisfies MemoryResults
   }).pipe(Effect.scoped)
 

@@ -86,20 +86,19 @@ export const open = (
 
     const waitMarker = (target: number) =>
       Effect.async<void, BenchError>((resume) => {
-        let timer: ReturnType<typeof setTimeout> | undefined
-        const check = () => {
+        const check = (): boolean => {
           if (seen < target && exited === undefined) return false
           waiters.delete(check)
           clearTimeout(timer)
           resume(seen >= target ? Effect.void : Effect.fail(new BenchError({ message: exited! })))
           return true
         }
-        if (check()) return
-        waiters.add(check)
-        timer = setTimeout(() => {
+        const timer = setTimeout(() => {
           waiters.delete(check)
           resume(Effect.fail(new BenchError({ message: `sftp: no answer within ${timeoutMs} ms` })))
         }, timeoutMs)
+        if (check()) return
+        waiters.add(check)
         return Effect.sync(() => {
           clearTimeout(timer)
           waiters.delete(check)
