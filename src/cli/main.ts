@@ -24,7 +24,9 @@ import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import * as fs from "node:fs"
 import * as Path from "node:path"
+import { checkTerminal } from "../internal/client/attach.js"
 import { shellQuote } from "../internal/client/commandExecutor.js"
+import { DEFAULT_DETACH_KEYS, parseDetachKeys } from "../internal/client/detachKeys.js"
 import { defaultAuthorizedKeysPath, defaultHostKeyPath, homeDirectory } from "../internal/home.js"
 import * as SandboxSsh from "../SandboxSsh.js"
 import { InvalidOptionError, KeyError } from "../SshError.js"
@@ -109,6 +111,46 @@ const exec = Command.make(
       process.exitCode = exit.code
     }).pipe(Effect.scoped, withLogging(options.verbose))
 ).pipe(Command.withDescription("run a command in the sandbox; exits with its status"))
+
+// attach -----------------------------------------------------------------------------------------
+
+const attach = Command.make(
+  "attach",
+  {
+    ...sandboxOptions,
+    verbose,
+    detachKeys: Options.text("detach-keys").pipe(
+      Options.optional,
+      Options.withDescription(
+        `detach sequence, Docker syntax (e.g. ctrl-p,ctrl-q; default ${DEFAULT_DETACH_KEYS}); detaching ends ` +
+          "this command, and with it the sandbox's processes"
+      )
+    ),
+    term: Options.text("term").pipe(Options.optional, Options.withDescription("terminal type (default $TERM)")),
+    user: Options.text("user").pipe(Options.optional)
+  },
+  (options) =>
+    Effect.gen(function*() {
+      // Refuse bad input before a sandbox starts.
+      const detachKeys = Option.getOrElse(options.detachKeys, () => DEFAULT_DETACH_KEYS)
+      yield* parseDetachKeys(detachKeys, "--detach-keys")
+      yield* checkTerminal(process.stdin, process.stdout)
+      const sandbox = yield* openSandbox(options)
+      const client = yield* SandboxSsh.make(sandbox).openClient({
+        user: Option.getOrUndefined(options.user),
+        term: Option.getOrUndefined(options.term)
+      })
+      const result = yield* client.attachResult({ detachKeys })
+      if (result._tag === "Detached") {
+        // No daemon holds the sandbox: it ends with this process (the library's attach keeps the
+        // shell running for as long as its client is open).
+        yield* Console.error(`\r\nsandbox-ssh: detached (${detachKeys}); the sandbox's processes end with this command`)
+        return
+      }
+      if (result.signal !== undefined) yield* Console.error(`sandbox-ssh: shell killed by SIG${result.signal}`)
+      process.exitCode = result.code
+    }).pipe(Effect.scoped, withLogging(options.verbose))
+).pipe(Command.withDescription("attach this terminal to a login shell in the sandbox; exits with its status"))
 
 // authorize --------------------------------------------------------------------------------------
 
@@ -201,7 +243,7 @@ const configSsh = Command.make(
 
 const main = Command.make("sandbox-ssh").pipe(
   Command.withDescription("SSH for sandboxes: serve them to OpenSSH tools, or run commands in them"),
-  Command.withSubcommands([serve, exec, authorize, configSsh])
+  Command.withSubcommands([serve, exec, attach, authorize, configSsh])
 )
 
 const cli = Command.run(main, { name: "sandbox-ssh", version: "0.1.0" })

@@ -115,9 +115,14 @@ const inputFlowing = (input: AttachInput): Effect.Effect<void, never, Scope.Scop
   Effect.acquireRelease(
     Effect.sync(() => input.readableFlowing),
     (flowing) =>
-      Effect.sync(() => {
-        if (flowing === true) input.resume()
-        else input.pause()
+      // Node settles the flowing state one tick after the last "readable" listener is removed; a
+      // pause before that would be a no-op and leave the terminal being read.
+      Effect.async<void>((resume) => {
+        process.nextTick(() => {
+          if (flowing === true) input.resume()
+          else input.pause()
+          resume(Effect.void)
+        })
       })
   )
 
@@ -229,6 +234,8 @@ const session = (
       Effect.as(Deferred.await(detached), AttachResult.Detached()),
       // Every byte the shell wrote reaches the terminal before the attach returns.
       Deferred.await(exit).pipe(
+        // Closing the client closes this channel before the connection: report the closed client.
+        Effect.catchAll((error) => Effect.zipRight(state.ensureOpen, Effect.fail(error))),
         Effect.zipLeft(Fiber.join(outputDone)),
         Effect.map((exit) =>
           exit._tag === "Exited"
