@@ -183,6 +183,8 @@ class Output {
     if (this.closed || this.output.destroyed || this.output.writableEnded) return this.onClose()
     let small: Array<Uint8Array> = []
     let smallBytes = 0
+    // one writev for the whole turn where the stream supports it (sockets, pipes)
+    this.output.cork()
     for (const bytes of queue) {
       if (bytes.length >= SMALL_REPLY) {
         if (small.length > 0) this.write(small.length === 1 ? small[0]! : Buffer.concat(small, smallBytes))
@@ -195,6 +197,7 @@ class Output {
       }
     }
     if (small.length > 0) this.write(small.length === 1 ? small[0]! : Buffer.concat(small, smallBytes))
+    this.output.uncork()
   }
 
   constructor(private readonly output: Writable) {
