@@ -26,6 +26,7 @@ import * as Effect from "effect/Effect"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
+import { performance } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
 import * as LocalSandbox from "../src/LocalSandbox.js"
 import type { Sandbox } from "../src/Sandbox.js"
@@ -252,7 +253,9 @@ const memoryChildren = (params: { readonly dir: string } & Record<string, unknow
 
 export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect.Effect<IoResults, BenchError> =>
   Effect.gen(function*() {
-    const log = (line: string) => Effect.sync(() => process.stderr.write(`  ${line}\n`))
+    const t0 = performance.now()
+    const log = (line: string) =>
+      Effect.sync(() => process.stderr.write(`  [${((performance.now() - t0) / 1000).toFixed(0)} s] ${line}\n`))
     const work = yield* tempDir("ssb-io-", "/dev/shm") // tmpfs: disks stay out of the figures
     const home = yield* tempDir("ssb-home-") // SANDBOX_SSH_HOME: host key, authorized_keys
     const stdioRoot = yield* tempDir("ssb-stdio-") // serve --stdio's sandbox root (bubblewrap)
@@ -308,13 +311,18 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
     // SFTP --------------------------------------------------------------------------------------
     yield* log(`SFTP ${io.sftpMib} MiB x ${io.rounds} rounds (${sftpIsolation})...`)
     const bytes = io.sftpMib * MiB
+    // Warm-up rounds move a small file: they only start code paths and sessions.
+    const warmBytes = Math.min(bytes, 16 * MiB)
     const src = path.join(work, "src.bin")
-    yield* fsTry("source file", () => {
-      const fd = fs.openSync(src, "w", 0o600)
-      try {
-        for (let left = bytes; left > 0; left -= 8 * MiB) fs.writeSync(fd, randomBytes(Math.min(8 * MiB, left)))
-      } finally {
-        fs.closeSync(fd)
+    const warm = path.join(work, "warm.bin")
+    yield* fsTry("source files", () => {
+      for (const [file, size] of [[src, bytes], [warm, warmBytes]] as const) {
+        const fd = fs.openSync(file, "w", 0o600)
+        try {
+          for (let left = size; left > 0; left -= 8 * MiB) fs.writeSync(fd, randomBytes(Math.min(8 * MiB, left)))
+        } finally {
+          fs.closeSync(fd)
+        }
       }
     })
     const sessions = {
@@ -331,13 +339,14 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
       const local = path.join(work, `get-${name}.bin`)
       const once = (record: boolean) =>
         session._tag === "Left" ? Effect.void : Effect.gen(function*() {
+          const [from, size] = record ? [src, bytes] : [warm, warmBytes]
           yield* put.add(
-            session.right.command(`put ${src} ${remotePath(target)}`).pipe(Effect.zipLeft(expectSize(target, bytes))),
+            session.right.command(`put ${from} ${remotePath(target)}`).pipe(Effect.zipLeft(expectSize(target, size))),
             record
           )
           yield* fsTry("rm", () => fs.rmSync(target, { force: true }))
           yield* get.add(
-            session.right.command(`get ${remotePath(src)} ${local}`).pipe(Effect.zipLeft(expectSize(local, bytes))),
+            session.right.command(`get ${remotePath(from)} ${local}`).pipe(Effect.zipLeft(expectSize(local, size))),
             record
           )
           yield* fsTry("rm", () => fs.rmSync(local, { force: true }))
@@ -354,7 +363,7 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
     const msOf = (rate: number) => Effect.succeed((io.sftpMib / rate) * 1000)
     const sftpClientOnce = (record: boolean) =>
       client.add(
-        measureSftp({ mib: io.sftpMib, rounds: 1, sandbox: sftpSandbox }).pipe(
+        measureSftp({ mib: record ? io.sftpMib : warmBytes / MiB, rounds: 1, sandbox: sftpSandbox }).pipe(
           Effect.tap((r) =>
             Effect.gen(function*() {
               requestBytes = `requests up to ${r.maxReadLength} B read / ${r.maxWriteLength} B write`
@@ -386,14 +395,17 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
         readStream: sftpRates.readStream.samples(),
         requestBytes
       }
-    yield* fsTry("rm", () => fs.rmSync(src, { force: true }))
+    yield* fsTry("rm", () => {
+      fs.rmSync(src, { force: true })
+      fs.rmSync(warm, { force: true })
+    })
 
     // Streaming exec --------------------------------------------------------------------------
     yield* log(`streaming exec ${io.catMib} MiB x ${io.rounds} rounds (${sandbox.info.isolation})...`)
     const cat = yield* section(
       "cat",
       Effect.scoped(Effect.gen(function*() {
-        const catBytes = io.catMib * MiB
+        const bytes = io.catMib * MiB
         const c = yield* SandboxSsh.make(sandbox).openClient()
         const oursUp = collector()
         const oursDown = collector()
@@ -403,6 +415,7 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
         const cfg = q(anchor.sshConfig)
         for (let round = 0; round <= io.rounds; round++) {
           const record = round > 0
+          const catBytes = record ? bytes : Math.min(bytes, 16 * MiB)
           yield* anchorUp.add(sh(`head -c ${catBytes} /dev/zero | ssh -F ${cfg} anchor 'cat > /dev/null'`), record)
           yield* oursUp.add(ms(catUp(c, catBytes)), record)
           yield* anchorDown.add(sh(`exec ssh -F ${cfg} anchor 'head -c ${catBytes} /dev/zero' > /dev/null`), record)
