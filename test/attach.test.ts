@@ -357,6 +357,38 @@ describe("SshClient.attach (library, fake terminal streams, LocalSandbox bubblew
       })
     ))
 
+  it.live("a signal to the program restores every attached terminal at once; handlers exist only while attached", () =>
+    withSandbox((sandbox) =>
+      Effect.gen(function*() {
+        const client = yield* openClient(sandbox)
+        // Another SIGTERM handler (as NodeRuntime.runMain installs) decides what the signal does.
+        const other = () => undefined
+        process.on("SIGTERM", other)
+        yield* Effect.addFinalizer(() => Effect.sync(() => process.off("SIGTERM", other)))
+        const a = fakeTerminal()
+        const b = fakeTerminal()
+        const before = listenerCounts(a)
+        const fa = yield* Effect.fork(client.attach({ input: a.input, output: a.output }))
+        const fb = yield* Effect.fork(client.attach({ input: b.input, output: b.output }))
+        yield* a.type("echo A-$((1+1))\r")
+        yield* b.type("echo B-$((1+1))\r")
+        yield* a.waitFor(/A-2/)
+        yield* b.waitFor(/B-2/)
+        const during = listenerCounts(a)
+        assert.strictEqual(during.sigterm, before.sigterm + 1, "one handler for all attaches")
+        assert.strictEqual(during.sighup, before.sighup + 1)
+        assert.strictEqual(during.exit, before.exit + 1)
+        process.emit("SIGTERM", "SIGTERM")
+        assert.deepStrictEqual(a.input.modes, [true, false], "restored synchronously by the handler")
+        assert.deepStrictEqual(b.input.modes, [true, false])
+        yield* a.type("exit 1\r")
+        yield* b.type("exit 2\r")
+        assert.deepStrictEqual([yield* Fiber.join(fa), yield* Fiber.join(fb)], [1, 2])
+        assert.deepStrictEqual(a.input.modes, [true, false], "restored once")
+        assert.deepStrictEqual(listenerCounts(a), before)
+      })
+    ))
+
   it.live("interrupting attach ends the shell and restores the terminal", () =>
     withSandbox((sandbox) =>
       Effect.gen(function*() {

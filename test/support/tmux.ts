@@ -1,17 +1,21 @@
 /**
- * A real terminal for tests: a private tmux server (its own socket, no config file) running one
- * pane of known size with a plain bash, driven by `send-keys` and read by `capture-pane`. The
- * server is killed when the scope closes (and, as a backstop, when the test process exits).
+ * A real terminal for tests: a private tmux server (its own socket in a temporary directory, no
+ * config file) running one pane of known size with a plain bash, driven by `send-keys` and read by
+ * `capture-pane`. The server is killed and its directory removed when the scope closes (and, as a
+ * backstop, when the test process exits): tmux leaves its socket file behind otherwise.
  */
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import { execFileSync } from "node:child_process"
-import { randomBytes } from "node:crypto"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as Path from "node:path"
 
 export class TmuxError extends Data.TaggedError("TmuxError")<{ readonly message: string }> {}
 
 export interface Tmux {
+  /** The server's socket (`tmux -S <socket> ...` reaches it). */
   readonly socket: string
   /** `send-keys` with tmux key names (`"Enter"`, `"C-c"`, `"C-]"`). */
   readonly keys: (...keys: ReadonlyArray<string>) => Effect.Effect<void>
@@ -31,7 +35,7 @@ export interface Tmux {
 }
 
 const tmux = (socket: string, args: ReadonlyArray<string>): string =>
-  execFileSync("tmux", ["-L", socket, ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] })
+  execFileSync("tmux", ["-S", socket, ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] })
 
 /** A pane of `cols`×`rows` running `bash --norc --noprofile` with the prompt `host$ `, in `cwd`. */
 export const make = (options: {
@@ -40,13 +44,15 @@ export const make = (options: {
   readonly cwd: string
 }): Effect.Effect<Tmux, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const socket = `sandbox-ssh-test-${process.pid}-${randomBytes(4).toString("hex")}`
+    const dir = fs.mkdtempSync(Path.join(os.tmpdir(), "sandbox-ssh-tmux-"))
+    const socket = Path.join(dir, "socket")
     const kill = () => {
       try {
         tmux(socket, ["kill-server"])
       } catch {
         // already gone
       }
+      fs.rmSync(dir, { recursive: true, force: true })
     }
     yield* Effect.acquireRelease(
       Effect.sync(() => {

@@ -64,11 +64,43 @@ const terminalSize = (output: AttachOutput): WindowSize => ({
 /** Signals that end a program by default: while attached, each first restores the terminal. */
 const FATAL_SIGNALS: ReadonlyArray<NodeJS.Signals> = ["SIGTERM", "SIGHUP", "SIGINT"]
 
+/** The terminal restorers of the attaches in progress; process handlers exist while it is not empty. */
+const restorers = new Set<() => void>()
+
+const restoreAll = () => {
+  for (const restore of restorers) restore()
+}
+
+const onFatalSignal = (signal: NodeJS.Signals) => {
+  restoreAll()
+  // Alone (no NodeRuntime.runMain or other handler), die of the signal as without us; otherwise
+  // the other handler decides, and the finalizers run.
+  if (process.listenerCount(signal) === 1) {
+    uninstall()
+    process.kill(process.pid, signal)
+  }
+}
+
+const uninstall = () => {
+  process.off("exit", restoreAll)
+  for (const signal of FATAL_SIGNALS) process.off(signal, onFatalSignal)
+}
+
+const register = (restore: () => void) => {
+  if (restorers.size === 0) {
+    process.on("exit", restoreAll)
+    for (const signal of FATAL_SIGNALS) process.on(signal, onFatalSignal)
+  }
+  restorers.add(restore)
+}
+
+const unregister = (restore: () => void) => {
+  if (restorers.delete(restore) && restorers.size === 0) uninstall()
+}
+
 /**
  * Raw mode on `input` for the scope. Restored by the finalizer, and synchronously on the paths
- * that skip finalizers: `process.exit()` while attached, and a fatal signal to this program. When
- * nobody else listens for that signal (no `NodeRuntime.runMain`), the handler then re-raises it so
- * the program dies of it as it would have without us; otherwise the other listener decides.
+ * that skip finalizers: `process.exit()` while attached, and a fatal signal to this program.
  */
 const rawMode = (input: AttachInput): Effect.Effect<void, never, Scope.Scope> =>
   Effect.acquireRelease(
@@ -84,25 +116,13 @@ const rawMode = (input: AttachInput): Effect.Effect<void, never, Scope.Scope> =>
           // the terminal is gone (hang-up): nothing left to restore
         }
       }
-      const removeHandlers = () => {
-        process.off("exit", restore)
-        for (const signal of FATAL_SIGNALS) process.off(signal, onSignal)
-      }
-      const onSignal = (signal: NodeJS.Signals) => {
-        restore()
-        if (process.listenerCount(signal) === 1) {
-          removeHandlers()
-          process.kill(process.pid, signal)
-        }
-      }
-      process.on("exit", restore)
-      for (const signal of FATAL_SIGNALS) process.on(signal, onSignal)
+      register(restore)
       input.setRawMode?.(true)
-      return { restore, removeHandlers }
+      return restore
     }),
-    ({ removeHandlers, restore }) =>
+    (restore) =>
       Effect.sync(() => {
-        removeHandlers()
+        unregister(restore)
         restore()
       })
   )
