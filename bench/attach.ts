@@ -39,6 +39,8 @@ export interface AttachLatencyResults {
   /** Time from starting `sandbox-ssh attach` to the first echoed answer of the shell (one run). */
   readonly oursStartMs: number
   readonly anchorStartMs: number
+  /** How the two sides were set up, for the report. */
+  readonly note: string
 }
 
 interface Session {
@@ -264,7 +266,11 @@ export const measure = (counts: RunCounts): Effect.Effect<AttachLatencyResults, 
       anchor: anchor.samples,
       library,
       oursStartMs: ours.startMs,
-      anchorStartMs: anchor.startMs
+      anchorStartMs: anchor.startMs,
+      note: "both run /bin/sh -l (dash, canonical mode: the remote PTY echoes); ssh -tt on a direct connection " +
+        `(no ControlMaster); start to first answer: ours ${ours.startMs.toFixed(0)} ms, ssh ${
+          anchor.startMs.toFixed(0)
+        } ms`
     }
   })
 
