@@ -686,6 +686,23 @@ describe("SFTP protocol, byte by byte", () => {
       assert.strictEqual(probe.counters.closed, 1)
     }))
 
+  it.scopedLive("ends promptly while an OPEN is blocked in the sandbox (a FIFO without a writer)", () =>
+    Effect.gen(function*() {
+      const root = yield* tempDir("sftp-root-")
+      const fifo = Path.join(root, "fifo")
+      const made = yield* run("mkfifo", [fifo])
+      assert.strictEqual(made.code, 0)
+      const sandbox = yield* LocalSandbox.make({ root, isolation: "none" })
+      const session = yield* startSession(sandbox.fs)
+      session.send(init, request(T.OPEN, 1, str("fifo"), u32(O_READ), attrs()))
+      yield* Effect.sleep(100)
+      const started = Date.now()
+      yield* Fiber.interrupt(session.server)
+      assert.isBelow(Date.now() - started, 1000)
+      // Let the sandbox's blocked open finish (a writer arrives), so nothing stays blocked.
+      Fs.closeSync(Fs.openSync(fifo, Fs.constants.O_WRONLY | Fs.constants.O_NONBLOCK))
+    }))
+
   it.scopedLive("answers everything asked before the client's EOF", () =>
     Effect.gen(function*() {
       const session = yield* startSession(yield* memoryFs)

@@ -284,15 +284,18 @@ export const serve = (
       Effect.suspend(() => {
         if (handles.full) return Effect.fail(tooManyHandles)
         const flags = openFlags(pflags)
-        // Uninterruptible from the call to the handle table, so no opened file escapes the session.
-        return Effect.uninterruptible(
-          Effect.flatMap(fs.open(path, flags, permissions === undefined ? 0o666 : permissions & 0o7777), (file) =>
-            registerHandle(
-              { _tag: "File", path, file, append: flags.append === true, ordering: new Ordering() },
-              id
-            ).pipe(Effect.tapError(() =>
-              Effect.ignore(file.close)
-            )))
+        // The open itself stays interruptible (opening a FIFO can block until a writer comes), but
+        // once the sandbox hands a file over it reaches the handle table (or is closed) atomically,
+        // so no opened file escapes the session.
+        return Effect.uninterruptibleMask((restore) =>
+          Effect.flatMap(
+            restore(fs.open(path, flags, permissions === undefined ? 0o666 : permissions & 0o7777)),
+            (file) =>
+              registerHandle(
+                { _tag: "File", path, file, append: flags.append === true, ordering: new Ordering() },
+                id
+              ).pipe(Effect.tapError(() => Effect.ignore(file.close)))
+          )
         )
       })
 
