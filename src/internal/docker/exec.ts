@@ -214,15 +214,18 @@ export const start = (
       } satisfies NotStarted
     }
     const pid = state.Pid
+    // -1: the command already ended (its group may live on in background jobs)
     const startTime = Host.startTime(pid) ?? -1
-    if (startTime >= 0) target.started(pid, startTime)
+    target.started(pid, startTime)
     const alive = () => startTime >= 0 && Host.startTime(pid) === startTime
 
     const sent = new Set<number>()
     const exited = yield* Deferred.make<ProcessExit, SandboxError>()
+    // a command that is already done (e.g. `true`) needs no second look
+    const known = state.Running ? undefined : state
     const awaitExit = Effect.gen(function*() {
       yield* Deferred.await(ended)
-      const final = yield* inspect.pipe(
+      const final = known ?? (yield* inspect.pipe(
         Effect.filterOrFail((info) => !info.Running, () => "running" as const),
         Effect.retry({
           schedule: Schedule.exponential(Duration.millis(2), 1.5).pipe(
@@ -234,7 +237,7 @@ export const start = (
           Effect.fail(
             new SandboxError({ reason: "TransportFailed", operation: "process exit", detail: "still running" })
           ))
-      )
+      ))
       if (final.ExitCode === null) {
         return yield* Effect.fail(
           new SandboxError({
@@ -251,15 +254,20 @@ export const start = (
         ? ProcessExit.Exited({ code })
         : ProcessExit.Signaled({ signal, code, coreDumped: false })
     })
-    yield* Effect.forkScoped(Effect.intoDeferred(awaitExit, exited))
+    // not tied to the scope: closing it kills the command, and `exit` then reports that death
+    yield* Effect.forkDaemon(Effect.intoDeferred(awaitExit, exited))
 
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
         const done = yield* Deferred.isDone(ended)
-        if (!done && alive()) Host.killTree(pid)
+        if (!done && alive()) {
+          sent.add(Host.signalNumber("KILL")!)
+          Host.killTree(pid)
+        }
         yield* Effect.timeoutOption(Deferred.await(ended), Duration.seconds(5))
         socket.destroy()
-        if (startTime >= 0 && !Host.groupHasMembers(pid)) target.ended(pid)
+        yield* Effect.timeoutOption(Deferred.await(exited), Duration.seconds(5))
+        if (!Host.groupHasMembers(pid)) target.ended(pid)
       })
     )
 

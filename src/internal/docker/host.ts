@@ -107,8 +107,10 @@ export const startTime = (pid: number): number | undefined => {
  */
 export const killGroups = (groups: ReadonlyMap<number, number>): void => {
   for (const [group, started] of groups) {
+    // started < 0: the leader had ended before we looked; its group id is not reused while the
+    // group has members
     const now = startTime(group)
-    if (now === undefined || now === started) trySignal(-group, "SIGKILL")
+    if (now === undefined || started < 0 || now === started) trySignal(-group, "SIGKILL")
   }
 }
 
