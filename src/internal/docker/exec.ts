@@ -266,7 +266,7 @@ export const start = (
         }
         yield* Effect.timeoutOption(Deferred.await(ended), Duration.seconds(5))
         socket.destroy()
-        yield* Effect.timeoutOption(Deferred.await(exited), Duration.seconds(5))
+        yield* Effect.timeoutOption(Effect.ignore(Deferred.await(exited)), Duration.seconds(5))
         if (!Host.groupHasMembers(pid)) target.ended(pid)
       })
     )
