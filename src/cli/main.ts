@@ -101,6 +101,15 @@ const exec = Command.make(
       const stdin = process.stdin.isTTY && !options.tty
         ? Stream.run(Stream.empty, proc.stdin)
         : Stream.run(NodeStream.fromReadable(() => process.stdin, (e) => e, { closeOnDone: false }), proc.stdin)
+      // With a terminal on both ends, keystrokes go to the remote one as they are typed (as ssh -t).
+      if (options.tty && process.stdin.isTTY) {
+        yield* Effect.acquireRelease(
+          Effect.sync(() => process.stdin.setRawMode(true)),
+          () => Effect.sync(() => process.stdin.setRawMode(false))
+        )
+      }
+      // Reading stdin keeps the program alive: stop when the command is done.
+      yield* Effect.addFinalizer(() => Effect.sync(() => process.stdin.pause()))
       yield* Effect.forkScoped(Effect.ignore(stdin))
       const [, , exit] = yield* Effect.all([
         Stream.run(proc.stdout, NodeSink.fromWritable(() => process.stdout, (e) => e, { endOnDone: false })),
