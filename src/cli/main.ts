@@ -108,8 +108,16 @@ const exec = Command.make(
           () => Effect.sync(() => process.stdin.setRawMode(false))
         )
       }
-      // Reading stdin keeps the program alive: stop when the command is done.
-      yield* Effect.addFinalizer(() => Effect.sync(() => process.stdin.pause()))
+      // Reading stdin keeps the program alive: stop when the command is done. Node settles the
+      // flowing state a tick after the stream's last "readable" listener goes; pause after that.
+      yield* Effect.addFinalizer(() =>
+        Effect.async<void>((resume) => {
+          process.nextTick(() => {
+            process.stdin.pause()
+            resume(Effect.void)
+          })
+        })
+      )
       yield* Effect.forkScoped(Effect.ignore(stdin))
       const [, , exit] = yield* Effect.all([
         Stream.run(proc.stdout, NodeSink.fromWritable(() => process.stdout, (e) => e, { endOnDone: false })),
