@@ -11,8 +11,8 @@
  * are reachable through their "other" bits only, and `chown` to another owner fails (`EPERM`),
  * exactly as for the sandbox's own root processes.
  *
- * Init contract (see `bubblewrap.ts`): prints `ready` on stdout once serving, exits when stdin
- * closes (or when the host's socket closes). The protocol (`agentProtocol.ts`) runs on fd 4, a Unix
+ * Init contract (see `bubblewrap.ts`): the shell that `exec`s it has said `ready`; it exits when
+ * stdin closes (or when the host's socket closes). The protocol (`agentProtocol.ts`) runs on fd 4, a Unix
  * socket to the host.
  *
  * The agent is reachable by the sandbox's root (same uid: it may be signalled or traced), so the host
@@ -620,5 +620,4 @@ function receive(chunk, end) {
   }
 }
 
-process.stdout.write("ready\n")
 `

@@ -453,8 +453,20 @@ export const nsenterPath = nsenter
 /** @internal */
 export const setsidPath = setsid
 
-/** The agent as the sandbox's init (see `agentSource.ts`). @internal */
-export const agentInit = (): Array<string> => [nodeInside(), `${runtimeMount}/${agentFileName}`]
+/**
+ * The agent as the sandbox's init (see `agentSource.ts`). The shell says `ready` at once and becomes
+ * the agent (same pid, stdin and fd 4): processes can enter the sandbox without waiting for Node to
+ * boot, and requests sent meanwhile wait in the socket.
+ *
+ * @internal
+ */
+export const agentInit = (): Array<string> => [
+  "/bin/sh",
+  "-c",
+  "echo ready; exec \"$0\" \"$1\"",
+  nodeInside(),
+  `${runtimeMount}/${agentFileName}`
+]
 
 /** The terminal helper's spec and argv inside the sandbox. @internal */
 export const ptyHelperArgv = (spec: Omit<PtyHelperSpec, "native" | "setsid">): Array<string> => [
