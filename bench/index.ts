@@ -32,7 +32,7 @@ import * as Anchor from "./anchor.js"
 import type { IoResults, Measured } from "./io.js"
 import type { OursResults } from "./measure.js"
 import type { RunCounts, Samples } from "./util.js"
-import { ioCounts, quick, run, runCounts, summarize } from "./util.js"
+import { absorbRepeatedSignals, ioCounts, quick, run, runCounts, summarize } from "./util.js"
 
 const ms = (x: number) => Number.isNaN(x) ? "n/a" : x >= 100 ? `${x.toFixed(1)} ms` : `${x.toFixed(2)} ms`
 const med = (s: Samples | undefined) => s === undefined ? Number.NaN : summarize(s.times).median
@@ -560,9 +560,14 @@ const main = Effect.gen(function*() {
     leftovers.length === 0
       ? "cleanup: no child process left after every phase closed its scopes"
       : `cleanup: ${leftovers.length} child process(es) LEFT after every phase closed: ${leftovers.join("; ")}`,
+    ...(t === undefined || t.stdioLeftovers.length === 0 ? [] : [
+      `cleanup: the serve --stdio processes (ProxyCommand, ended by ssh) left ${t.stdioLeftovers.length} entries in ` +
+      `their TMPDIR (e.g. ${t.stdioLeftovers[0]}); the bench removed them`
+    ]),
     missing.length === 0 ? "not measured: nothing" : `not measured: ${missing.join("; ")}`
   )
   yield* Console.log(lines.join("\n"))
 })
 
+absorbRepeatedSignals()
 NodeRuntime.runMain(main)

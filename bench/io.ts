@@ -91,6 +91,8 @@ export interface IoResults {
   /** Whether `dist/cli.mjs` (what `bin/sandbox-ssh.js` runs) is older than `src/`. */
   readonly cliNote: string
   readonly memory: Measured<MemoryResults>
+  /** Entries `serve --stdio` processes left in their TMPDIR (removed by the bench afterwards). */
+  readonly stdioLeftovers: ReadonlyArray<string>
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -286,9 +288,13 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
 
     const knownHosts = path.join(home, "known_hosts")
     const config = path.join(home, "ssh_config")
+    // The CLI's own temporary files go under `home` too (TMPDIR), so that whatever a `serve --stdio`
+    // process leaves behind is counted below and removed with `home`, not left in /tmp.
+    const proxyTmp = path.join(home, "tmp")
+    yield* fsTry("mkdir", () => fs.mkdirSync(proxyTmp, { mode: 0o700 }))
     const proxy = (root: string, isolation: string) =>
-      `ProxyCommand /usr/bin/env SANDBOX_SSH_HOME=${home} ${process.execPath} ${cliBin} serve --stdio --root ${root} ` +
-      `--isolation ${isolation}`
+      `ProxyCommand /usr/bin/env SANDBOX_SSH_HOME=${home} TMPDIR=${proxyTmp} ${process.execPath} ${cliBin} serve ` +
+      `--stdio --root ${root} --isolation ${isolation}`
     yield* fsTry("ssh config", () => {
       fs.writeFileSync(knownHosts, `${ALIAS} ${server.hostKey.publicKey}\n`, { mode: 0o600 })
       fs.writeFileSync(
@@ -325,80 +331,84 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
         }
       }
     })
-    const sessions = {
-      anchor: yield* Effect.either(OpensshSftp.open(["-F", anchor.sshConfig], "anchor")),
-      listener: yield* Effect.either(OpensshSftp.open(["-F", config], "ours-sftp")),
-      stdio: yield* Effect.either(OpensshSftp.open(["-F", config], "ours-stdio-sftp"))
-    }
-    const sides = (["anchor", "listener", "stdio"] as const).map((name) => {
-      const session = sessions[name]
-      const remotePath = (file: string) => name === "anchor" ? file : remote(file)
-      const put = collector()
-      const get = collector()
-      const target = path.join(work, `put-${name}.bin`)
-      const local = path.join(work, `get-${name}.bin`)
-      const once = (record: boolean) =>
-        session._tag === "Left" ? Effect.void : Effect.gen(function*() {
-          const [from, size] = record ? [src, bytes] : [warm, warmBytes]
-          yield* put.add(
-            session.right.command(`put ${from} ${remotePath(target)}`).pipe(Effect.zipLeft(expectSize(target, size))),
-            record
-          )
-          yield* fsTry("rm", () => fs.rmSync(target, { force: true }))
-          yield* get.add(
-            session.right.command(`get ${remotePath(from)} ${local}`).pipe(Effect.zipLeft(expectSize(local, size))),
-            record
-          )
-          yield* fsTry("rm", () => fs.rmSync(local, { force: true }))
-        })
-      const result = (): Measured<PutGet> =>
-        session._tag === "Left"
-          ? { notMeasured: `sftp session: ${session.left.message}` }
-          : { put: put.samples(), get: get.samples() }
-      return { once, result }
-    })
-    const client = collector()
-    const sftpRates = { write: collector(), read: collector(), writeSink: collector(), readStream: collector() }
-    let requestBytes = ""
-    const msOf = (rate: number) => Effect.succeed((io.sftpMib / rate) * 1000)
-    const sftpClientOnce = (record: boolean) =>
-      client.add(
-        measureSftp({ mib: record ? io.sftpMib : warmBytes / MiB, rounds: 1, sandbox: sftpSandbox }).pipe(
-          Effect.tap((r) =>
-            Effect.gen(function*() {
-              requestBytes = `requests up to ${r.maxReadLength} B read / ${r.maxWriteLength} B write`
-              yield* sftpRates.write.add(msOf(r.write), record)
-              yield* sftpRates.read.add(msOf(r.read), record)
-              yield* sftpRates.writeSink.add(msOf(r.writeSink), record)
-              yield* sftpRates.readStream.add(msOf(r.readStream), record)
-            })
-          ),
-          Effect.as(0)
-        ),
-        record
-      )
-    // One warm-up round (not recorded), then the rounds, each side in turn.
-    for (let round = 0; round <= io.rounds; round++) {
-      const record = round > 0
-      for (const side of sides) yield* side.once(record)
-      yield* sftpClientOnce(record)
-      if (record) yield* log(`SFTP round ${round}/${io.rounds} done`)
-    }
-    const [sftpAnchor, sftpListenerResult, sftpStdio] = sides.map((s) => s.result())
-    const clientSamples = client.samples()
-    const sftpClient: IoResults["sftpClient"] = clientSamples.failures > 0 && clientSamples.times.length === 0
-      ? { notMeasured: `SftpClient: ${clientSamples.firstFailure}` }
-      : {
-        write: sftpRates.write.samples(),
-        read: sftpRates.read.samples(),
-        writeSink: sftpRates.writeSink.samples(),
-        readStream: sftpRates.readStream.samples(),
-        requestBytes
+    // The sessions (and serve --stdio's process) end with this section.
+    const { sftpAnchor, sftpClient, sftpListenerResult, sftpStdio } = yield* Effect.scoped(Effect.gen(function*() {
+      const sessions = {
+        anchor: yield* Effect.either(OpensshSftp.open(["-F", anchor.sshConfig], "anchor")),
+        listener: yield* Effect.either(OpensshSftp.open(["-F", config], "ours-sftp")),
+        stdio: yield* Effect.either(OpensshSftp.open(["-F", config], "ours-stdio-sftp"))
       }
-    yield* fsTry("rm", () => {
-      fs.rmSync(src, { force: true })
-      fs.rmSync(warm, { force: true })
-    })
+      const sides = (["anchor", "listener", "stdio"] as const).map((name) => {
+        const session = sessions[name]
+        const remotePath = (file: string) => name === "anchor" ? file : remote(file)
+        const put = collector()
+        const get = collector()
+        const target = path.join(work, `put-${name}.bin`)
+        const local = path.join(work, `get-${name}.bin`)
+        const once = (record: boolean) =>
+          session._tag === "Left" ? Effect.void : Effect.gen(function*() {
+            const [from, size] = record ? [src, bytes] : [warm, warmBytes]
+            yield* put.add(
+              session.right.command(`put ${from} ${remotePath(target)}`).pipe(Effect.zipLeft(expectSize(target, size))),
+              record
+            )
+            yield* fsTry("rm", () => fs.rmSync(target, { force: true }))
+            yield* get.add(
+              session.right.command(`get ${remotePath(from)} ${local}`).pipe(Effect.zipLeft(expectSize(local, size))),
+              record
+            )
+            yield* fsTry("rm", () => fs.rmSync(local, { force: true }))
+          })
+        const result = (): Measured<PutGet> =>
+          session._tag === "Left"
+            ? { notMeasured: `sftp session: ${session.left.message}` }
+            : { put: put.samples(), get: get.samples() }
+        return { once, result }
+      })
+      const client = collector()
+      const sftpRates = { write: collector(), read: collector(), writeSink: collector(), readStream: collector() }
+      let requestBytes = ""
+      const msOf = (rate: number) => Effect.succeed((io.sftpMib / rate) * 1000)
+      const sftpClientOnce = (record: boolean) =>
+        client.add(
+          measureSftp({ mib: record ? io.sftpMib : warmBytes / MiB, rounds: 1, sandbox: sftpSandbox }).pipe(
+            Effect.tap((r) =>
+              Effect.gen(function*() {
+                requestBytes = `requests up to ${r.maxReadLength} B read / ${r.maxWriteLength} B write`
+                yield* sftpRates.write.add(msOf(r.write), record)
+                yield* sftpRates.read.add(msOf(r.read), record)
+                yield* sftpRates.writeSink.add(msOf(r.writeSink), record)
+                yield* sftpRates.readStream.add(msOf(r.readStream), record)
+              })
+            ),
+            Effect.as(0)
+          ),
+          record
+        )
+      // One warm-up round (not recorded), then the rounds, each side in turn.
+      for (let round = 0; round <= io.rounds; round++) {
+        const record = round > 0
+        for (const side of sides) yield* side.once(record)
+        yield* sftpClientOnce(record)
+        if (record) yield* log(`SFTP round ${round}/${io.rounds} done`)
+      }
+      const [sftpAnchor, sftpListenerResult, sftpStdio] = sides.map((s) => s.result())
+      const clientSamples = client.samples()
+      const sftpClient: IoResults["sftpClient"] = clientSamples.failures > 0 && clientSamples.times.length === 0
+        ? { notMeasured: `SftpClient: ${clientSamples.firstFailure}` }
+        : {
+          write: sftpRates.write.samples(),
+          read: sftpRates.read.samples(),
+          writeSink: sftpRates.writeSink.samples(),
+          readStream: sftpRates.readStream.samples(),
+          requestBytes
+        }
+      yield* fsTry("rm", () => {
+        fs.rmSync(src, { force: true })
+        fs.rmSync(warm, { force: true })
+      })
+      return { sftpAnchor, sftpClient, sftpListenerResult, sftpStdio }
+    }))
 
     // Streaming exec --------------------------------------------------------------------------
     yield* log(`streaming exec ${io.catMib} MiB x ${io.rounds} rounds (${sandbox.info.isolation})...`)
@@ -477,8 +487,11 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
       })
     )
 
+    // Every `serve --stdio` process has ended by now (its ssh exited); what they left behind:
+    const stdioLeftovers = yield* fsTry("readdir", () => fs.readdirSync(proxyTmp))
     return {
       counts: io,
+      stdioLeftovers,
       isolation: sandbox.info.isolation,
       sftpIsolation,
       sftpClient,

@@ -27,7 +27,7 @@ import * as LocalSandbox from "../src/LocalSandbox.js"
 import * as SandboxSsh from "../src/SandboxSsh.js"
 import * as OpensshSftp from "./opensshSftp.js"
 import { catUp, headDown, tempDir, zeroChunks } from "./transfers.js"
-import { BenchError, envInt, quick, timed } from "./util.js"
+import { absorbRepeatedSignals, BenchError, envInt, quick, timed } from "./util.js"
 
 export interface MemoryRow {
   readonly label: string
@@ -244,6 +244,7 @@ export const measureMemory = (params: Params) =>
 if (process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].replace(/^.*\//, "/"))) {
   const raw = process.env.BENCH_MEMORY_PARAMS
   const params = raw === undefined || raw === "" ? {} : JSON.parse(raw) as Params
+  absorbRepeatedSignals()
   NodeRuntime.runMain(
     measureMemory(params).pipe(
       Effect.flatMap((results) => Effect.sync(() => process.stdout.write(`${JSON.stringify(results)}\n`)))

@@ -197,3 +197,24 @@ export const ioCounts = (): IoCounts => {
     memoryMib: envInt("BENCH_MEMORY_MIB", quick() ? 256 : 1024)
   }
 }
+
+/**
+ * `NodeRuntime.runMain` interrupts the main fiber on the first SIGINT/SIGTERM and then removes its
+ * listeners, so a repeat kills the process before its finalizers ran (sshd, control master, temp
+ * directories would stay behind). Repeats are normal: Ctrl-C reaches this process from the terminal
+ * and again relayed by npm and tsx, and `run` follows interruption with SIGTERM. This listener
+ * absorbs repeats for `graceMs` after the first signal; a signal after that exits at once (the
+ * `process.on("exit")` backstops still kill what was started and remove temp directories).
+ */
+export const absorbRepeatedSignals = (graceMs = 10_000): void => {
+  let first: number | undefined
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (first === undefined) {
+      first = Date.now()
+      return
+    }
+    if (Date.now() - first > graceMs) process.exit(signal === "SIGINT" ? 130 : 143)
+  }
+  process.on("SIGINT", onSignal)
+  process.on("SIGTERM", onSignal)
+}
