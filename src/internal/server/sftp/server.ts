@@ -15,7 +15,9 @@
  */
 import * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as FiberSet from "effect/FiberSet"
 import type { Readable, Writable } from "node:stream"
 import type { DirectoryEntry, FileAttributes, OpenFlags, SandboxFileSystem } from "../../../Sandbox.js"
@@ -522,7 +524,8 @@ export const serve = (
 
     /** Requests being processed; the input is not read while there are `maxInFlight`. */
     let inFlight = 0
-    const slotFree = Effect.unsafeMakeLatch(true)
+    /** The reader stopped because every slot was taken; a finishing request restarts it. */
+    let waitingForSlot = false
 
     const malformed = (error: MalformedPacket) =>
       new SftpSessionError({ reason: "Malformed", detail: error.detail, cause: error })
@@ -561,7 +564,11 @@ export const serve = (
       }).pipe(
         Effect.ensuring(Effect.sync(() => {
           turn?.done.unsafeOpen()
-          if (inFlight-- === maxInFlight) slotFree.unsafeOpen()
+          inFlight--
+          if (waitingForSlot) {
+            waitingForSlot = false
+            drive()
+          }
         }))
       )
     }
@@ -589,17 +596,74 @@ export const serve = (
       runFork(answer(id, job, packet, turn))
     }
 
-    // The input is pulled by hand rather than through `NodeStream.fromReadable`: that drains
-    // whatever the stream has buffered into one chunk per pull, and its per-chunk Stream machinery
-    // cost more than the rest of the server on uploads. Here a chunk is read only when fewer than
-    // `maxInFlight` requests are running, so the transport's flow control holds the client back.
-    const readable = Effect.unsafeMakeLatch(false)
+    // The input is pulled by hand, from its "readable" event, rather than through
+    // `NodeStream.fromReadable`: that drains whatever the stream has buffered into one chunk per
+    // pull, and its per-chunk Stream machinery (plus a fiber wake-up per chunk) cost more than the
+    // rest of the server on uploads. A chunk is read only while fewer than `maxInFlight` requests
+    // are running, so the transport's flow control (channel window, pipe) holds the client back.
+    const finished = yield* Deferred.make<void, SftpSessionError>()
     let ended = false
     let inputError: unknown = undefined
-    const onReadable = () => readable.unsafeOpen()
+    /** Set once the session's outcome is known (or it is being torn down): nothing more is read. */
+    let stopped = false
+    const finish = (exit: Exit.Exit<void, SftpSessionError>) => {
+      stopped = true
+      Deferred.unsafeDone(finished, exit)
+    }
+    let driving = false
+    let again = false
+    const pending: Array<Buffer> = []
+    let next = 0
+
+    /** Reads and dispatches until the input is empty or every slot is taken. Synchronous. */
+    function drive(): void {
+      if (stopped) return
+      if (driving) {
+        again = true
+        return
+      }
+      driving = true
+      try {
+        do {
+          again = false
+          readAvailable()
+        } while (again)
+      } catch (error) {
+        finish(error instanceof MalformedPacket ? Exit.fail(malformed(error)) : Exit.die(error))
+      } finally {
+        driving = false
+      }
+    }
+    const readAvailable = (): void => {
+      for (;;) {
+        while (next < pending.length) {
+          if (inFlight >= maxInFlight) {
+            waitingForSlot = true
+            return
+          }
+          const packet = pending[next]!
+          pending[next++] = undefined as unknown as Buffer
+          dispatch(packet)
+        }
+        pending.length = 0
+        next = 0
+        if (stopped) return
+        const chunk = input.read() as Uint8Array | null
+        if (chunk === null) {
+          if (inputError !== undefined) {
+            const detail = String(inputError)
+            finish(Exit.fail(new SftpSessionError({ reason: "InputFailed", detail, cause: inputError })))
+          } else if (ended) {
+            finish(Exit.void)
+          }
+          return
+        }
+        framer.push(chunk, pending)
+      }
+    }
     const onEnd = () => {
       ended = true
-      readable.unsafeOpen()
+      drive()
     }
     const onError = (error: unknown) => {
       inputError = error
@@ -607,55 +671,22 @@ export const serve = (
     }
     yield* Effect.acquireRelease(
       Effect.sync(() => {
-        input.on("readable", onReadable)
+        input.on("readable", drive)
         input.on("end", onEnd)
         input.on("close", onEnd)
         input.on("error", onError)
       }),
       () =>
         Effect.sync(() => {
-          input.removeListener("readable", onReadable)
+          stopped = true
+          input.removeListener("readable", drive)
           input.removeListener("end", onEnd)
           input.removeListener("close", onEnd)
           input.removeListener("error", onError)
         })
     )
-
-    const pending: Array<Buffer> = []
-    let next = 0
-    const pump: Effect.Effect<void, SftpSessionError> = Effect.suspend(() => {
-      try {
-        for (;;) {
-          while (next < pending.length) {
-            if (inFlight >= maxInFlight) {
-              slotFree.unsafeClose()
-              return Effect.zipRight(slotFree.await, pump)
-            }
-            const packet = pending[next]!
-            pending[next++] = undefined as unknown as Buffer
-            dispatch(packet)
-          }
-          pending.length = 0
-          next = 0
-          const chunk = input.read() as Uint8Array | null
-          if (chunk === null) {
-            if (inputError !== undefined) {
-              return Effect.fail(
-                new SftpSessionError({ reason: "InputFailed", detail: String(inputError), cause: inputError })
-              )
-            }
-            if (ended) return Effect.void
-            readable.unsafeClose()
-            return Effect.zipRight(readable.await, pump)
-          }
-          framer.push(chunk, pending)
-        }
-      } catch (error) {
-        if (error instanceof MalformedPacket) return Effect.fail(malformed(error))
-        throw error
-      }
-    })
-    yield* pump
+    yield* Effect.sync(drive)
+    yield* Deferred.await(finished)
     // The client has ended its side: answer what it asked, then hand the replies on.
     yield* FiberSet.awaitEmpty(fibers)
     yield* out.flushed
