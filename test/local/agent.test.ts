@@ -137,6 +137,9 @@ const cases: ReadonlyArray<Case> = [
         assert.strictEqual(yield* reason(fs.removeDirectory("f")), "NotADirectory")
         assert.strictEqual(yield* reason(fs.stat("f/x")), "NotADirectory")
         assert.strictEqual(yield* reason(fs.stat("a\u0000b")), "InvalidArgument")
+        assert.strictEqual(yield* reason(fs.stat("x".repeat(5000))), "InvalidArgument") // ENAMETOOLONG
+        assert.strictEqual(yield* reason(fs.stat("x/".repeat(3 * 1024 * 1024))), "InvalidArgument")
+        assert.strictEqual((yield* fs.stat(".")).type, "Directory")
         const dir = yield* fs.open("d", { read: true })
         assert.strictEqual(yield* reason(dir.read(0, 10)), "IsADirectory")
         yield* dir.close

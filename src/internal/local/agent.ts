@@ -54,6 +54,9 @@ import { openFlags } from "./hostfs.js"
 /** The largest write sent as one request; longer writes are split and pipelined. */
 const maxWrite = 1024 * 1024
 
+/** Larger requests (a path of megabytes) are refused here rather than sent. */
+const maxRequest = maxWrite + 4096
+
 /** @internal */
 export interface Agent {
   readonly fs: SandboxFileSystem
@@ -431,6 +434,19 @@ class Client {
         const lost = this.lostError(operation, path)
         if (lost !== undefined) return resume(Effect.fail(lost))
         const id = this.allocateId()
+        const frames = build(id)
+        let size = 0
+        for (const frame of frames) size += frame.length
+        if (size > maxRequest) {
+          return resume(Effect.fail(
+            new SandboxError({
+              reason: "InvalidArgument",
+              operation,
+              path: path === undefined || path.length <= 256 ? path : `${path.slice(0, 256)}...`,
+              detail: `the request is too large (${size} bytes)`
+            })
+          ))
+        }
         this.pending.set(id, {
           reply: (status, payload) => {
             if (status === Status.Error) return resume(Effect.fail(onError(agentErrno(payload))))
@@ -450,7 +466,7 @@ class Client {
           },
           lost: (reason, detail) => resume(Effect.fail(new SandboxError({ reason, operation, path, detail })))
         })
-        this.write(build(id))
+        this.write(frames)
         return Effect.sync(() => {
           if (!this.pending.has(id)) return
           // the reply may still come: keep the id reserved until it does
