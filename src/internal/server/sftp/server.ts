@@ -1,9 +1,10 @@
 /**
  * An SFTP version 3 server over a byte stream, serving a `SandboxFileSystem`.
  *
- * Requests are read as packets and processed concurrently; replies go out as each request
- * completes (SFTP lets replies come in any order), while requests on the same handle keep their
- * order where it matters (see `handles.ts`). At most `maxInFlight` requests are processed at once:
+ * Requests are read as packets and processed concurrently; replies go out as requests complete
+ * (SFTP lets replies come in any order), except that requests on one handle keep their order
+ * where it matters and are answered in the order they came (see `handles.ts`). Replies of one turn
+ * of the event loop are written together. At most `maxInFlight` requests are processed at once:
  * past that the input is not read, so the transport's flow control (the SSH channel window, a
  * pipe) holds the client back. A request also keeps its place until its reply has been taken by
  * the output, so a client that does not read replies stops being read from too.
@@ -685,7 +686,10 @@ export const serve = (
           input.removeListener("error", onError)
         })
     )
-    yield* Effect.sync(drive)
+    yield* Effect.sync(() => {
+      if (input.readableEnded || input.destroyed) ended = true
+      drive()
+    })
     yield* Deferred.await(finished)
     // The client has ended its side: answer what it asked, then hand the replies on.
     yield* FiberSet.awaitEmpty(fibers)
