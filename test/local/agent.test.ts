@@ -369,6 +369,15 @@ const cases: ReadonlyArray<Case> = [
           return body.toString()
         }))
         assert.match(response, /^HTTP\/1\.1 200 OK/)
+        const byName = yield* Effect.scoped(Effect.gen(function*() {
+          const connection = yield* sandbox.connect("localhost", port)
+          const [body] = yield* Effect.all([
+            collectBytes(connection.output),
+            Stream.run(Stream.make(encoder.encode("GET / HTTP/1.0\r\n\r\n")), connection.input)
+          ], { concurrency: 2 })
+          return body.toString()
+        }))
+        assert.isTrue(byName.endsWith("pong"))
         assert.isTrue(response.endsWith("pong"))
         assert.strictEqual(yield* reason(Effect.scoped(sandbox.connect("127.0.0.1", 1))), "ConnectFailed")
         assert.strictEqual(yield* reason(Effect.scoped(sandbox.connect("127.0.0.1", 70000))), "InvalidArgument")
@@ -602,6 +611,23 @@ describe.skipIf(!hasBwrap)("LocalSandbox agent (bubblewrap): confinement and lif
       // and everything arrives once read
       assert.strictEqual(received, 256 * 1024 * 1024)
     }), 120_000)
+
+  it.scopedLive("an open interrupted while the agent waits is closed when it completes (no descriptor leak)", () =>
+    Effect.gen(function*() {
+      const sandbox = yield* LocalSandbox.make({ isolation: "bubblewrap" })
+      const agentPid = internals(sandbox)!.agentPid!
+      yield* sandbox.fs.stat("/") // the agent is up
+      const descriptors = () => Fs.readdirSync(`/proc/${agentPid}/fd`).length
+      const before = descriptors()
+      assert.strictEqual((yield* sh(sandbox, "mkfifo /root/fifo")).exit.code, 0)
+      const opened = yield* sandbox.fs.open("/root/fifo", { read: true }).pipe(Effect.timeoutOption("300 millis"))
+      assert.strictEqual(opened._tag, "None")
+      // a writer unblocks the agent's open: its success reaches nobody and is closed
+      const writer = yield* sh(sandbox, "echo x > /root/fifo")
+      assert.strictEqual(writer.exit.code, 0)
+      assert.strictEqual(yield* eventually(descriptors, (n) => n <= before), before)
+      assert.strictEqual((yield* sandbox.fs.stat("/root/fifo")).type, "FIFO")
+    }))
 
   it.scopedLive("the agent killed mid-request: pending operations fail with TransportFailed, no hang", () =>
     Effect.gen(function*() {
