@@ -605,7 +605,7 @@ describe.skipIf(!hasBwrap)("LocalSandbox agent (bubblewrap): confinement and lif
           accepted = Number(Fs.readFileSync(Path.join(sandbox.info.root!, "tmp/accepted"), "utf8"))
           rss = Number(/VmRSS:\s+(\d+)/.exec(Fs.readFileSync(`/proc/${agentPid}/status`, "utf8"))![1]) * 1024
         }))
-      // 1 MiB window in the agent + the kernel's loopback buffers, not 256 MiB
+      // the 4 MiB window + the kernel's loopback buffers, not 256 MiB
       assert.isBelow(accepted!, 48 * 1024 * 1024)
       assert.isBelow(rss!, 200 * 1024 * 1024)
       // and everything arrives once read

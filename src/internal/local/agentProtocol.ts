@@ -97,7 +97,7 @@ export const maxRead = 1024 * 1024
 export const pooledRead = 256 * 1024
 
 /** Bytes one side of a stream may send before the other acknowledges them. @internal */
-export const streamWindow = 1024 * 1024
+export const streamWindow = 4 * 1024 * 1024
 
 /** The largest stream data frame payload. @internal */
 export const streamChunk = 64 * 1024
