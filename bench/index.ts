@@ -11,6 +11,7 @@
  * - `BENCH_ANCHOR_KEX` (default `curve25519-sha256`): the anchor's key exchange.
  * - `BENCH_SFTP_MIB` (256), `BENCH_CAT_MIB` (= SFTP), `BENCH_IO_ROUNDS` (3), `BENCH_MEMORY_MIB` (1024):
  *   transfer sizes and rounds (bench/io.ts, bench/memory.ts).
+ * - `BENCH_SFTP_STDIO=1`: also OpenSSH `sftp` through `serve --stdio` (off by default, for time).
  * - `BENCH_QUICK=1`: smaller defaults (8 runs, 64 MiB transfers, 1 round, 256 MiB memory transfer).
  *
  * Phases, in order: the anchor alone; our side alone (bench/measure.ts); transfers and real `ssh`
@@ -292,10 +293,19 @@ const main = Effect.gen(function*() {
       [`SFTP read ${sm} MiB: SftpClient.readStream (stream)`, t.sftpClient, sc?.readStream, "get"],
       [`OpenSSH sftp put ${sm} MiB -> our TCP listener`, t.sftpListener, sl?.put, "put"],
       [`OpenSSH sftp get ${sm} MiB <- our TCP listener`, t.sftpListener, sl?.get, "get"],
-      [`OpenSSH sftp put ${sm} MiB -> serve --stdio`, t.sftpStdio, ss?.put, "put"],
+      [
+        isNotMeasured(t.sftpStdio)
+          ? `OpenSSH sftp put/get ${sm} MiB <-> serve --stdio`
+          : `OpenSSH sftp put ${sm} MiB -> serve --stdio`,
+        t.sftpStdio,
+        ss?.put,
+        "put"
+      ],
       [`OpenSSH sftp get ${sm} MiB <- serve --stdio`, t.sftpStdio, ss?.get, "get"]
     ]
     for (const [label, section, samples, way] of sftpRows) {
+      // A section not measured at all gets one row, not one per direction.
+      if (isNotMeasured(section) && way === "get" && section === t.sftpStdio) continue
       rows.push(
         isNotMeasured(section)
           ? notMeasuredRow(label, sIso, section.notMeasured, speedTarget)

@@ -23,6 +23,7 @@
  */
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -336,7 +337,9 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
       const sessions = {
         anchor: yield* Effect.either(OpensshSftp.open(["-F", anchor.sshConfig], "anchor")),
         listener: yield* Effect.either(OpensshSftp.open(["-F", config], "ours-sftp")),
-        stdio: yield* Effect.either(OpensshSftp.open(["-F", config], "ours-stdio-sftp"))
+        stdio: io.sftpStdio
+          ? yield* Effect.either(OpensshSftp.open(["-F", config], "ours-stdio-sftp"))
+          : Either.left(new BenchError({ message: "off by default to keep the run short; BENCH_SFTP_STDIO=1 runs it" }))
       }
       const sides = (["anchor", "listener", "stdio"] as const).map((name) => {
         const session = sessions[name]
@@ -361,7 +364,11 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
           })
         const result = (): Measured<PutGet> =>
           session._tag === "Left"
-            ? { notMeasured: `sftp session: ${session.left.message}` }
+            ? {
+              notMeasured: session.left.message.startsWith("off by default")
+                ? session.left.message
+                : `sftp session: ${session.left.message}`
+            }
             : { put: put.samples(), get: get.samples() }
         return { once, result }
       })
@@ -464,7 +471,7 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
       "cli",
       Effect.gen(function*() {
         const v = collector()
-        for (let round = 0; round < counts.slow + 2; round++) {
+        for (let round = 0; round < Math.max(5, Math.round(counts.slow / 3)) + 2; round++) {
           yield* v.add(Effect.flatMap(run(process.execPath, [cliBin, "--version"]), processMs), round >= 2)
         }
         return v.samples()

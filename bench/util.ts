@@ -186,6 +186,8 @@ export interface IoCounts {
   readonly rounds: number
   /** The memory measurement's transfer each way, MiB: `BENCH_MEMORY_MIB`, default 1024 (256 quick). */
   readonly memoryMib: number
+  /** Also OpenSSH `sftp` through `serve --stdio` (`BENCH_SFTP_STDIO=1`; off by default, for time). */
+  readonly sftpStdio: boolean
 }
 
 export const ioCounts = (): IoCounts => {
@@ -194,7 +196,8 @@ export const ioCounts = (): IoCounts => {
     sftpMib,
     catMib: envInt("BENCH_CAT_MIB", sftpMib),
     rounds: envInt("BENCH_IO_ROUNDS", quick() ? 1 : 3),
-    memoryMib: envInt("BENCH_MEMORY_MIB", quick() ? 256 : 1024)
+    memoryMib: envInt("BENCH_MEMORY_MIB", quick() ? 256 : 1024),
+    sftpStdio: process.env.BENCH_SFTP_STDIO !== undefined && !["", "0"].includes(process.env.BENCH_SFTP_STDIO)
   }
 }
 
