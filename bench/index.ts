@@ -451,7 +451,9 @@ const main = Effect.gen(function*() {
   const cpus = os.cpus()
   const lines = [
     "",
-    `sandbox-ssh bench  ${started.toISOString()}  (commit ${commit})`,
+    `sandbox-ssh bench  ${started.toISOString()}  (commit ${commit}; took ${
+      ((Date.now() - started.getTime()) / 1000).toFixed(0)
+    } s)`,
     `machine: nproc ${os.availableParallelism()}, ${cpus[0]?.model ?? "unknown cpu"}, ${
       (os.totalmem() / 2 ** 30).toFixed(1)
     } GiB, ${os.type()} ${os.release()}, node ${process.version}, load avg ${loadBefore.toFixed(2)} -> ${
