@@ -64,8 +64,10 @@ while IFS= read -r l; do
     if [ -L "$v" ]; then o=$(readlink -- "$v" 2>&1; echo x); ok "${"${o%?x}"}"
     elif [ -e "$v" ]; then er "Invalid argument"; else er "No such file or directory"; fi;;
   rp) d "$1"; o=$(readlink -f -- "$v" 2>/dev/null) && [ -n "$o" ] && ok "$o" || er "No such file or directory";;
-  sl) d "$1"; a=$v; d "$2"; o=$(ln -s -T -- "$a" "$v" 2>&1) && ok || er "$o";;
-  hl) d "$1"; a=$v; d "$2"; o=$(ln -T -- "$a" "$v" 2>&1) && ok || er "$o";;
+  sl) d "$1"; a=$v; d "$2"
+    if gone "$v"; then o=$(ln -s -T -- "$a" "$v" 2>&1) && ok || er "$o"; else er "File exists"; fi;;
+  hl) d "$1"; a=$v; d "$2"
+    if gone "$v"; then o=$(ln -T -- "$a" "$v" 2>&1) && ok || er "$o"; else er "File exists"; fi;;
   ss) d "$1"; p=$v
     if gone "$p"; then er "No such file or directory"; continue; fi
     o=

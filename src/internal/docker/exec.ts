@@ -264,8 +264,10 @@ export const start = (
           sent.add(Host.signalNumber("KILL")!)
           Host.killTree(pid)
         }
-        yield* Effect.timeoutOption(Deferred.await(ended), Duration.seconds(5))
+        // nobody reads the output once the scope closes: unread output must not hold the end back
         socket.destroy()
+        stdout.destroy()
+        stderr.destroy()
         yield* Effect.timeoutOption(Effect.ignore(Deferred.await(exited)), Duration.seconds(5))
         if (!Host.groupHasMembers(pid)) target.ended(pid)
       })

@@ -132,6 +132,8 @@ export interface Context {
 interface Stream {
   readonly started: Exec.Started
   readonly scope: Scope.CloseableScope
+  /** Offset of the first byte of the stream. */
+  readonly start: number
   /** Offset of the next byte read from / written to the stream. */
   position: number
 }
@@ -235,7 +237,7 @@ const makeFile = (context: Context, path: string, flags: OpenFlags, size: number
           })
         )
       }
-      return { started, scope, position } satisfies Stream
+      return { started, scope, start: position, position } satisfies Stream
     })
 
   const stopReader = Effect.suspend(() => {
@@ -290,9 +292,35 @@ const makeFile = (context: Context, path: string, flags: OpenFlags, size: number
       (stream) => Effect.sync(() => (writer = stream))
     )
 
+  /**
+   * A write that arrived after later data was streamed, and does not overlap what the writer
+   * streamed since it started: a short-lived writer of its own, so the main one keeps going.
+   */
+  const sideWrite = (offset: number, data: Uint8Array) =>
+    Effect.flatMap(
+      startStream(
+        ["dd", `of=${path}`, `bs=${BLOCK}`, `seek=${offset}`, "oflag=seek_bytes", "conv=notrunc"],
+        offset,
+        "write"
+      ),
+      (stream) =>
+        write(stream, data).pipe(
+          Effect.zipRight(Streams.halfClose(stream.started.socket)),
+          Effect.zipRight(streamFailure(stream, "write", path)),
+          Effect.ensuring(closeStream(stream)),
+          Effect.flatMap((failure) => (failure === undefined ? Effect.void : Effect.fail(failure)))
+        )
+    )
+
   /** Writes at the writer's position, then whatever parked data now follows. */
   const writeAt = (offset: number, data: Uint8Array): Effect.Effect<void, SandboxError> =>
     Effect.gen(function*() {
+      if (
+        writer !== undefined && flags.append !== true && offset < writer.position &&
+        offset + data.length <= writer.start
+      ) {
+        return yield* sideWrite(offset, data)
+      }
       if (writer === undefined || (flags.append !== true && writer.position !== offset)) {
         yield* finishWriter
         yield* startWriter(offset)

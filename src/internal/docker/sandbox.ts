@@ -8,6 +8,7 @@
  */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Path from "node:path"
 import type * as DockerSandbox from "../../DockerSandbox.js"
@@ -243,7 +244,23 @@ export const create = (
           path: `/containers/${created.Id}`,
           query: { force: true, v: true },
           operation: "remove container"
-        }).pipe(Effect.timeoutOption(Duration.seconds(30)), Effect.ignore)
+        }).pipe(
+          Effect.ignore,
+          // with AutoRemove the engine may already be removing it: wait until it is gone
+          Effect.zipRight(
+            engine.request({ method: "GET", path: `/containers/${created.Id}/json`, operation: "remove container" })
+              .pipe(
+                Effect.flatMap(() => Effect.fail("present" as const)),
+                Effect.catchTag(
+                  "SandboxError",
+                  (error) => error.reason === "NotFound" ? Effect.void : Effect.fail("present" as const)
+                ),
+                Effect.retry(Schedule.spaced(Duration.millis(50)))
+              )
+          ),
+          Effect.timeoutOption(Duration.seconds(30)),
+          Effect.ignore
+        )
     )
     if (holdsStdin) {
       yield* engine.hijack({

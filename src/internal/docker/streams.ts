@@ -93,6 +93,9 @@ export const outputs = (socket: Net.Socket, tty: boolean): Outputs => {
   socket.once("close", () => {
     if (!sink.writableEnded) sink.end()
   })
+  // The Engine half-closes when the process is gone but never reads the rest of our side: input
+  // still queued would wait forever. All output is delivered by now (`end` follows the last data).
+  socket.once("end", () => socket.destroy())
   return { stdout, stderr }
 }
 

@@ -1,0 +1,296 @@
+import { assert, describe, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Stream from "effect/Stream"
+import { createHash, randomBytes } from "node:crypto"
+import type * as Sandbox from "../../src/Sandbox.js"
+import { collectBytes, encoder, sh } from "../local/support.js"
+import { makeSandbox } from "./support.js"
+
+const writeFile = (fs: Sandbox.SandboxFileSystem, path: string, data: Uint8Array | string) =>
+  Effect.flatMap(
+    fs.open(path, { write: true, create: true, truncate: true }),
+    (file) => Effect.zipRight(file.write(0, typeof data === "string" ? encoder.encode(data) : data), file.close)
+  )
+
+const readFile = (fs: Sandbox.SandboxFileSystem, path: string, chunk = 256 * 1024) =>
+  Effect.gen(function*() {
+    const file = yield* fs.open(path, { read: true })
+    const parts: Array<Uint8Array> = []
+    let offset = 0
+    while (true) {
+      const data = yield* file.read(offset, chunk)
+      if (data.length === 0) break
+      parts.push(data)
+      offset += data.length
+    }
+    yield* file.close
+    return Buffer.concat(parts)
+  })
+
+describe("DockerSandbox file operations (busybox-only image)", () => {
+  it.scopedLive("writes, reads, stats and lists files relative to the working directory", () =>
+    Effect.gen(function*() {
+      const sandbox = yield* makeSandbox({ workdir: "/root" })
+      const fs = sandbox.fs
+      yield* fs.makeDirectory("dir", 0o755)
+      const file = yield* fs.open("dir/a.txt", { write: true, create: true, exclusive: true }, 0o640)
+      yield* file.write(0, encoder.encode("hello world"))
+      yield* file.write(6, encoder.encode("WORLD"))
+      yield* file.sync
+      yield* file.close
+      yield* file.close // idempotent
+      assert.strictEqual((yield* sh(sandbox, "cat /root/dir/a.txt")).stdout.toString(), "hello WORLD")
+
+      const reader = yield* fs.open("dir/a.txt", { read: true })
+      assert.strictEqual(Buffer.from(yield* reader.read(6, 100)).toString(), "WORLD")
+      assert.strictEqual(Buffer.from(yield* reader.read(0, 5)).toString(), "hello")
+      assert.strictEqual((yield* reader.read(100, 10)).length, 0)
+      const attributes = yield* reader.stat
+      assert.strictEqual(attributes.type, "File")
+      assert.strictEqual(attributes.size, 11)
+      assert.strictEqual(attributes.mode & 0o777, 0o640)
+      yield* reader.close
+      assert.strictEqual((yield* Effect.flip(reader.read(0, 1))).reason, "Closed")
+
+      const entries = yield* fs.readDirectory("dir")
+      assert.deepStrictEqual(entries.map((e) => [e.name, e.attributes.type, e.attributes.size]), [[
+        "a.txt",
+        "File",
+        11
+      ]])
+      const exclusive = yield* Effect.flip(fs.open("dir/a.txt", { write: true, create: true, exclusive: true }))
+      assert.strictEqual(exclusive.reason, "AlreadyExists")
+
+      yield* fs.setStat("dir/a.txt", { mode: 0o600, mtime: 1_000_000, atime: 2_000_000, size: 5 })
+      const changed = yield* fs.stat("dir/a.txt")
+      assert.strictEqual(changed.mode & 0o777, 0o600)
+      assert.strictEqual(changed.mtime, 1_000_000)
+      assert.strictEqual(changed.atime, 2_000_000)
+      assert.strictEqual(changed.size, 5)
+      yield* fs.setStat("dir/a.txt", { uid: 1000, gid: 1000 })
+      const owned = yield* fs.lstat("dir/a.txt")
+      assert.deepStrictEqual([owned.uid, owned.gid], [1000, 1000])
+      const stats = yield* fs.statFileSystem(".")
+      assert.isAbove(stats.blocks, 0)
+      assert.strictEqual(stats.nameMax, 255)
+      assert.strictEqual((yield* fs.stat("dir")).mode & 0o777, 0o755)
+    }))
+
+  it.scopedLive("maps errors to reasons", () =>
+    Effect.gen(function*() {
+      const { fs } = yield* makeSandbox({ workdir: "/tmp" })
+      const missing = yield* Effect.flip(fs.stat("missing"))
+      assert.strictEqual(missing.reason, "NotFound")
+      assert.strictEqual(missing.path, "missing")
+      yield* fs.makeDirectory("d")
+      yield* fs.makeDirectory("d/e")
+      assert.strictEqual((yield* Effect.flip(fs.makeDirectory("d"))).reason, "AlreadyExists")
+      assert.strictEqual((yield* Effect.flip(fs.makeDirectory("nope/x"))).reason, "NotFound")
+      assert.strictEqual((yield* Effect.flip(fs.removeDirectory("d"))).reason, "NotEmpty")
+      assert.strictEqual((yield* Effect.flip(fs.remove("d"))).reason, "IsADirectory")
+      assert.strictEqual((yield* Effect.flip(fs.remove("nope"))).reason, "NotFound")
+      yield* writeFile(fs, "f", "")
+      assert.strictEqual((yield* Effect.flip(fs.readDirectory("f"))).reason, "NotADirectory")
+      assert.strictEqual((yield* Effect.flip(fs.readDirectory("nope"))).reason, "NotFound")
+      assert.strictEqual((yield* Effect.flip(fs.open("d", { write: true }))).reason, "IsADirectory")
+      assert.strictEqual((yield* Effect.flip(fs.open("nope", { read: true }))).reason, "NotFound")
+      assert.strictEqual((yield* Effect.flip(fs.open("nope/x", { write: true, create: true }))).reason, "NotFound")
+      assert.strictEqual((yield* Effect.flip(fs.readLink("f"))).reason, "InvalidArgument")
+      assert.strictEqual((yield* Effect.flip(fs.realPath("nope/x"))).reason, "NotFound")
+      yield* fs.removeDirectory("d/e")
+      yield* fs.remove("f")
+    }))
+
+  it.scopedLive("checks permissions as the sandbox's user", () =>
+    Effect.gen(function*() {
+      const { fs } = yield* makeSandbox({ user: "user", workdir: "/home/user" })
+      assert.strictEqual((yield* Effect.flip(fs.readDirectory("/root"))).reason, "PermissionDenied")
+      assert.strictEqual((yield* Effect.flip(fs.makeDirectory("/root/x"))).reason, "PermissionDenied")
+      const denied = yield* Effect.flip(fs.open("/etc/passwd", { write: true }))
+      assert.strictEqual(denied.reason, "PermissionDenied")
+      yield* writeFile(fs, "mine", "ok")
+      assert.strictEqual((yield* fs.stat("mine")).uid, 1000)
+    }))
+
+  it.scopedLive("renames without overwriting unless asked, links, symlinks and realpath", () =>
+    Effect.gen(function*() {
+      const sandbox = yield* makeSandbox({ workdir: "/tmp" })
+      const { fs } = sandbox
+      yield* writeFile(fs, "a", "A")
+      yield* writeFile(fs, "b", "B")
+      assert.strictEqual((yield* Effect.flip(fs.rename("a", "b"))).reason, "AlreadyExists")
+      yield* fs.rename("a", "c")
+      assert.strictEqual((yield* Effect.flip(fs.stat("a"))).reason, "NotFound")
+      yield* fs.rename("c", "b", { overwrite: true })
+      assert.strictEqual((yield* readFile(fs, "b")).toString(), "A")
+      yield* fs.makeDirectory("dir1")
+      yield* fs.makeDirectory("dir2")
+      assert.strictEqual((yield* Effect.flip(fs.rename("dir1", "dir2"))).reason, "AlreadyExists")
+      // not moved into dir2 either
+      assert.deepStrictEqual(yield* fs.readDirectory("dir2"), [])
+      yield* fs.rename("dir1", "dir3")
+      assert.strictEqual((yield* Effect.flip(fs.rename("nope", "x"))).reason, "NotFound")
+
+      yield* fs.symlink("b", "link")
+      assert.strictEqual(yield* fs.readLink("link"), "b")
+      assert.strictEqual((yield* fs.lstat("link")).type, "SymbolicLink")
+      assert.strictEqual((yield* fs.stat("link")).type, "File")
+      assert.strictEqual(yield* fs.realPath("link"), "/tmp/b")
+      assert.strictEqual(yield* fs.realPath("not-yet"), "/tmp/not-yet")
+      assert.strictEqual(yield* fs.realPath("."), "/tmp")
+      assert.strictEqual(yield* fs.realPath("/tmp/../etc/./"), "/etc")
+      assert.strictEqual((yield* Effect.flip(fs.symlink("b", "dir3"))).reason, "AlreadyExists")
+      yield* fs.symlink("/tmp/dir3", "dirlink")
+      assert.strictEqual(yield* fs.realPath("dirlink/x"), "/tmp/dir3/x")
+      yield* fs.link("b", "hard")
+      assert.strictEqual((yield* fs.stat("hard")).nlink, 2)
+      assert.strictEqual((yield* Effect.flip(fs.link("b", "hard"))).reason, "AlreadyExists")
+      yield* fs.remove("hard")
+      yield* fs.remove("link")
+      assert.strictEqual((yield* fs.stat("b")).type, "File")
+      yield* fs.removeDirectory("dir3")
+      const entries = yield* fs.readDirectory(".")
+      assert.deepStrictEqual(entries.map((e) => e.name).sort(), ["b", "dir2", "dirlink"])
+      assert.strictEqual(entries.find((e) => e.name === "dirlink")!.attributes.type, "SymbolicLink")
+    }))
+
+  it.scopedLive("handles names with spaces, quotes, newlines, backslashes and non-ASCII", () =>
+    Effect.gen(function*() {
+      const { fs } = yield* makeSandbox({ workdir: "/tmp" })
+      const names = [
+        "a b",
+        "it's \"quoted\"",
+        "new\nline",
+        "back\\slash",
+        "ünï €",
+        "-dash",
+        ".hidden",
+        "..dots",
+        "$(x)*"
+      ]
+      yield* fs.makeDirectory("odd")
+      for (const name of names) yield* writeFile(fs, `odd/${name}`, name)
+      const entries = yield* fs.readDirectory("odd")
+      assert.deepStrictEqual(entries.map((e) => e.name).sort(), [...names].sort())
+      for (const entry of entries) assert.strictEqual(entry.attributes.size, Buffer.byteLength(entry.name))
+      for (const name of names) assert.strictEqual((yield* readFile(fs, `odd/${name}`)).toString(), name)
+      yield* fs.symlink("new\nline", "odd/link to it")
+      assert.strictEqual(yield* fs.readLink("odd/link to it"), "new\nline")
+      yield* fs.rename("odd/a b", "odd/c d")
+      assert.strictEqual((yield* fs.stat("odd/c d")).size, 3)
+    }))
+
+  it.scopedLive("lists 1,000 entries", () =>
+    Effect.gen(function*() {
+      const sandbox = yield* makeSandbox()
+      yield* sh(sandbox, "mkdir /tmp/many && cd /tmp/many && for i in $(seq 1 1000); do : > f$i; done")
+      const entries = yield* sandbox.fs.readDirectory("/tmp/many")
+      assert.strictEqual(entries.length, 1000)
+      assert.isTrue(entries.every((e) => e.attributes.type === "File"))
+    }))
+
+  it.scopedLive(
+    "moves 64 MiB both ways intact, with writes out of order and reads at offsets",
+    () =>
+      Effect.gen(function*() {
+        const sandbox = yield* makeSandbox()
+        const { fs } = sandbox
+        const data = randomBytes(64 * 1024 * 1024)
+        const chunk = 256 * 1024
+        const started = Date.now()
+        const file = yield* fs.open("/tmp/big", { write: true, create: true, truncate: true })
+        // as a pipelining SFTP server may call them: a few requests in flight, not strictly in order
+        const offsets = Array.from({ length: data.length / chunk }, (_, i) => i * chunk)
+        for (let i = 0; i + 1 < offsets.length; i += 8) {
+          const j = i + 1
+          ;[offsets[i], offsets[j]] = [offsets[j]!, offsets[i]!]
+        }
+        yield* Effect.forEach(offsets, (offset) => file.write(offset, data.subarray(offset, offset + chunk)), {
+          concurrency: 4,
+          discard: true
+        })
+        yield* file.close
+        const wrote = Date.now() - started
+        const remote = yield* sh(sandbox, "sha256sum /tmp/big")
+        assert.strictEqual(remote.stdout.toString().split(" ")[0], createHash("sha256").update(data).digest("hex"))
+        const readStarted = Date.now()
+        const back = yield* readFile(fs, "/tmp/big")
+        const read = Date.now() - readStarted
+        assert.isTrue(back.equals(data), "read back what was written")
+        console.log(`64 MiB through DockerSandbox fs: write ${wrote} ms, read ${read} ms`)
+
+        const reader = yield* fs.open("/tmp/big", { read: true })
+        for (const offset of [12345, 5, 40 * 1024 * 1024 + 7, 100]) {
+          const got = yield* reader.read(offset, 1000)
+          assert.isTrue(Buffer.from(got).equals(data.subarray(offset, offset + 1000)), `read at ${offset}`)
+        }
+        yield* reader.close
+
+        const both = yield* fs.open("/tmp/big", { read: true, write: true })
+        yield* both.write(10, encoder.encode("XYZ"))
+        assert.strictEqual(
+          Buffer.from(yield* both.read(9, 5)).toString("latin1"),
+          data.toString("latin1", 9, 10) + "XYZ" + data.toString("latin1", 13, 14)
+        )
+        yield* both.setStat({ size: 100 })
+        assert.strictEqual((yield* both.stat).size, 100)
+        yield* both.close
+        const appender = yield* fs.open("/tmp/big", { write: true, append: true })
+        yield* appender.write(0, encoder.encode("tail"))
+        yield* appender.close
+        assert.strictEqual((yield* fs.stat("/tmp/big")).size, 104)
+      }),
+    120_000
+  )
+
+  it.scopedLive("reports a failed write at close", () =>
+    Effect.gen(function*() {
+      const sandbox = yield* makeSandbox()
+      yield* sh(sandbox, "mkdir /tmp/small && mount -t tmpfs -o size=64k tmpfs /tmp/small 2>/dev/null || true")
+      const mounted = (yield* sh(sandbox, "grep -q ' /tmp/small ' /proc/mounts && echo yes")).stdout.toString()
+      // containers are not privileged: fall back to /dev/full, which always fails writes
+      const path = mounted === "yes\n" ? "/tmp/small/f" : "/dev/full"
+      const file = yield* sandbox.fs.open(path, { write: true, create: true })
+      yield* Effect.ignore(file.write(0, new Uint8Array(1024 * 1024)))
+      const error = yield* Effect.flip(file.close)
+      assert.include(["TransportFailed", "PermissionDenied"], error.reason)
+      assert.match(error.message, /space/i)
+    }))
+})
+
+describe("DockerSandbox connections", () => {
+  it.scopedLive("connects to a server on the container's loopback; refusals and bad ports are typed", () =>
+    Effect.gen(function*() {
+      const sandbox = yield* makeSandbox()
+      // busybox nc as an echo server, started in the background by one exec
+      yield* sh(sandbox, "nc -ll -p 7777 -e cat >/dev/null 2>&1 & sleep 0.2")
+      const echoed = yield* Effect.scoped(
+        Effect.gen(function*() {
+          const connection = yield* sandbox.connect("127.0.0.1", 7777)
+          const [, output] = yield* Effect.all([
+            Stream.run(Stream.make(encoder.encode("ping "), encoder.encode("pong")), connection.input),
+            collectBytes(connection.output)
+          ], { concurrency: "unbounded" })
+          return output.toString()
+        })
+      )
+      assert.strictEqual(echoed, "ping pong")
+      const many = yield* Effect.all(
+        Array.from({ length: 8 }, (_, i) =>
+          Effect.scoped(Effect.gen(function*() {
+            const connection = yield* sandbox.connect("127.0.0.1", 7777)
+            const [, output] = yield* Effect.all([
+              Stream.run(Stream.make(encoder.encode(`hello ${i}`)), connection.input),
+              collectBytes(connection.output)
+            ], { concurrency: "unbounded" })
+            return output.toString()
+          }))),
+        { concurrency: "unbounded" }
+      )
+      assert.deepStrictEqual(many, Array.from({ length: 8 }, (_, i) => `hello ${i}`))
+      const refused = yield* Effect.flip(Effect.scoped(sandbox.connect("127.0.0.1", 1)))
+      assert.strictEqual(refused.reason, "ConnectFailed")
+      const bad = yield* Effect.flip(Effect.scoped(sandbox.connect("127.0.0.1", 70000)))
+      assert.strictEqual(bad.reason, "InvalidArgument")
+    }))
+})
