@@ -624,7 +624,8 @@ describe.skipIf(!hasBwrap)("LocalSandbox agent (bubblewrap): confinement and lif
       assert.strictEqual(opened._tag, "None")
       // a writer unblocks the agent's open: its success reaches nobody and is closed
       const writer = yield* sh(sandbox, "echo x > /root/fifo")
-      assert.strictEqual(writer.exit.code, 0)
+      // 141 (SIGPIPE): the orphaned read end was closed before the write
+      assert.include([0, 141], writer.exit.code)
       assert.strictEqual(yield* eventually(descriptors, (n) => n <= before), before)
       assert.strictEqual((yield* sandbox.fs.stat("/root/fifo")).type, "FIFO")
     }))

@@ -3,8 +3,9 @@
  * `SandboxFileSystem` and `connect` of an isolated sandbox.
  *
  * - Requests are pipelined: each gets an id and an `Effect.async` waiting in `pending`; replies are
- *   demultiplexed by id from the socket's data events (the decoder runs synchronously on each
- *   chunk, so a reply costs no fiber hop beyond resuming its waiter). Replies arrive in any order.
+ *   demultiplexed by id as the socket's reads complete (`agentChannel.ts`: each frame is read into
+ *   its own buffer, synchronously dispatched; a reply costs no fiber hop beyond resuming its
+ *   waiter). Replies arrive in any order.
  * - Writes of one tick are corked into one `writev`; a request waits for `drain` first when the
  *   socket's buffer is full (backpressure on callers rather than an unbounded queue).
  * - Streams (`connect`) are windowed both ways ({@link streamWindow} unacknowledged bytes): the
@@ -23,7 +24,6 @@ import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
-import type { Duplex } from "node:stream"
 import type {
   DirectoryEntry,
   FileAttributes,
@@ -34,12 +34,11 @@ import type {
   SetAttributes
 } from "../../Sandbox.js"
 import { SandboxError, type SandboxErrorReason } from "../../SshError.js"
+import type { AgentChannel } from "./agentChannel.js"
 import {
   attrsLength,
-  FrameDecoder,
   frameHeader,
   headerLength,
-  maxFrame,
   maxRead,
   Op,
   setAttrsLength,
@@ -66,7 +65,7 @@ export interface Agent {
 /** @internal */
 export interface AgentOptions {
   /** The host end of the agent's protocol socket. */
-  readonly socket: Duplex
+  readonly channel: AgentChannel
   /** Relative paths resolve against it (a path inside the sandbox). */
   readonly workdir: string
 }
@@ -266,15 +265,16 @@ class Connection {
 class Client {
   private readonly pending = new Map<number, Pending>()
   private readonly streams = new Map<number, Connection>()
-  private readonly decoder: FrameDecoder
+  private readonly socket: AgentChannel["socket"]
   private nextId = 0
   private corked = false
   private failure: { readonly reason: "Closed" | "TransportFailed"; readonly detail: string } | undefined = undefined
   private drainWaiters = new Set<() => void>()
 
-  constructor(private readonly socket: Duplex) {
-    this.decoder = new FrameDecoder(this.onFrame, maxFrame)
-    socket.on("data", this.onData)
+  constructor(channel: AgentChannel) {
+    const socket = channel.socket
+    this.socket = socket
+    channel.receive(this.onFrame, this.onCorrupt)
     socket.on("drain", this.onDrain)
     socket.on("error", this.onError)
     socket.on("close", this.onClose)
@@ -282,13 +282,9 @@ class Client {
 
   // ---- socket events
 
-  private readonly onData = (chunk: Buffer) => {
-    try {
-      this.decoder.push(chunk)
-    } catch (error) {
-      this.shutdown("TransportFailed", error instanceof Error ? error.message : String(error))
-      this.socket.destroy()
-    }
+  private readonly onCorrupt = (error: Error) => {
+    this.shutdown("TransportFailed", error.message)
+    this.socket.destroy()
   }
 
   private readonly onDrain = () => {
@@ -347,7 +343,6 @@ class Client {
   shutdown(reason: "Closed" | "TransportFailed", detail: string): void {
     if (this.failure !== undefined) return
     this.failure = { reason, detail }
-    this.socket.removeListener("data", this.onData)
     this.socket.removeListener("drain", this.onDrain)
     this.socket.removeListener("close", this.onClose)
     this.socket.removeListener("error", this.onError)
@@ -644,7 +639,7 @@ const makeFile = (client: Client, handle: number, path: string): SandboxFile => 
  */
 export const make = (options: AgentOptions): Effect.Effect<Agent, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const client = new Client(options.socket)
+    const client = new Client(options.channel)
     yield* Effect.addFinalizer(() => Effect.sync(() => client.shutdown("Closed", "the sandbox is closed")))
     const { workdir } = options
     const resolve = (path: string) =>

@@ -119,73 +119,6 @@ export const setAttrsLength = 4 + 8 + 4 + 4 + 4 + 8 + 8
 /** Encoded attrs: u32 mode, u32 uid, u32 gid, u32 nlink, f64 size, f64 atimeMs, f64 mtimeMs. @internal */
 export const attrsLength = 40
 
-/**
- * Splits a byte stream into frames. A frame inside one received chunk is handed out as a view of
- * it (no copy); one spanning chunks is assembled once into a buffer of its exact size.
- *
- * @internal
- */
-export class FrameDecoder {
-  private readonly header = Buffer.alloc(headerLength)
-  private headerFill = 0
-  private body: Buffer | undefined = undefined
-  private bodyFill = 0
-  private id = 0
-  private code = 0
-
-  constructor(
-    private readonly onFrame: (id: number, code: number, payload: Buffer) => void,
-    private readonly limit: number
-  ) {}
-
-  /** Throws a `RangeError` on a frame length outside `[5, limit]`: the stream is corrupt. */
-  push(chunk: Buffer): void {
-    let offset = 0
-    const end = chunk.length
-    while (offset < end) {
-      if (this.body !== undefined) {
-        const take = Math.min(this.body.length - this.bodyFill, end - offset)
-        chunk.copy(this.body, this.bodyFill, offset, offset + take)
-        this.bodyFill += take
-        offset += take
-        if (this.bodyFill === this.body.length) {
-          const body = this.body
-          this.body = undefined
-          this.onFrame(this.id, this.code, body)
-        }
-        continue
-      }
-      let size: number
-      if (this.headerFill === 0 && end - offset >= headerLength) {
-        size = this.start(chunk.readUInt32LE(offset), chunk.readUInt32LE(offset + 4), chunk[offset + 8]!)
-        offset += headerLength
-      } else {
-        const take = Math.min(headerLength - this.headerFill, end - offset)
-        chunk.copy(this.header, this.headerFill, offset, offset + take)
-        this.headerFill += take
-        offset += take
-        if (this.headerFill < headerLength) return
-        this.headerFill = 0
-        size = this.start(this.header.readUInt32LE(0), this.header.readUInt32LE(4), this.header[8]!)
-      }
-      if (end - offset >= size) {
-        this.onFrame(this.id, this.code, chunk.subarray(offset, offset + size))
-        offset += size
-      } else {
-        this.body = Buffer.allocUnsafe(size)
-        this.bodyFill = 0
-      }
-    }
-  }
-
-  private start(length: number, id: number, code: number): number {
-    if (length < 5 || length > this.limit) throw new RangeError(`bad frame length ${length}`)
-    this.id = id
-    this.code = code
-    return length - 5
-  }
-}
-
 /** A frame header for a payload of `payloadLength` bytes, with `extra` bytes of room after it. @internal */
 export const frameHeader = (id: number, code: number, payloadLength: number, extra = 0): Buffer => {
   const buffer = Buffer.allocUnsafe(headerLength + extra)
@@ -193,4 +126,81 @@ export const frameHeader = (id: number, code: number, payloadLength: number, ext
   buffer.writeUInt32LE(id, 4)
   buffer[8] = code
   return buffer
+}
+
+/**
+ * Splits a byte stream into frames, reading straight into each frame's own buffer: used with a
+ * socket's `onread` option, `nextBuffer` tells the kernel where the next bytes go. Headers and
+ * small frames are read into a scratch buffer (and small payloads copied out of it); the rest of a
+ * frame that did not fit is read directly into a buffer of its exact size, with no intermediate
+ * chunk and no copy.
+ *
+ * @internal
+ */
+export class FrameReader {
+  private readonly scratch: Buffer
+  private start = 0
+  private end = 0
+  private body: Buffer | undefined = undefined
+  private bodyFill = 0
+  private id = 0
+  private code = 0
+
+  constructor(
+    private readonly onFrame: (id: number, code: number, payload: Buffer) => void,
+    private readonly limit: number,
+    scratchSize = 64 * 1024
+  ) {
+    this.scratch = Buffer.allocUnsafe(scratchSize)
+  }
+
+  /** Where the next read goes. */
+  nextBuffer(): Buffer {
+    return this.body !== undefined ? this.body.subarray(this.bodyFill) : this.scratch.subarray(this.end)
+  }
+
+  /** `length` bytes were read into the last `nextBuffer`. Throws a `RangeError` on a corrupt stream. */
+  received(length: number): void {
+    if (this.body !== undefined) {
+      this.bodyFill += length
+      if (this.bodyFill === this.body.length) {
+        const body = this.body
+        this.body = undefined
+        this.onFrame(this.id, this.code, body)
+      }
+      return
+    }
+    this.end += length
+    const scratch = this.scratch
+    while (this.end - this.start >= headerLength) {
+      const frameLength = scratch.readUInt32LE(this.start)
+      if (frameLength < 5 || frameLength > this.limit) throw new RangeError(`bad frame length ${frameLength}`)
+      const id = scratch.readUInt32LE(this.start + 4)
+      const code = scratch[this.start + 8]!
+      const size = frameLength - 5
+      const from = this.start + headerLength
+      const available = this.end - from
+      if (available >= size) {
+        this.start = from + size
+        // the scratch buffer is reused: the payload gets its own copy
+        this.onFrame(id, code, Buffer.from(scratch.subarray(from, from + size)))
+        continue
+      }
+      this.id = id
+      this.code = code
+      this.body = Buffer.allocUnsafe(size)
+      scratch.copy(this.body, 0, from, this.end)
+      this.bodyFill = available
+      this.start = this.end = 0
+      return
+    }
+    // keep a partial header at the front, so the next read has room
+    if (this.start === this.end) {
+      this.start = this.end = 0
+    } else if (this.start > 0) {
+      scratch.copyWithin(0, this.start, this.end)
+      this.end -= this.start
+      this.start = 0
+    }
+  }
 }

@@ -12,7 +12,7 @@
  *   merged-usr symlinks, plus a curated `/etc` written into `root` on first start. No host secret
  *   (`/etc/shadow`, `/root`, `/home`, `/etc/ssh`) is bound.
  * - The init of `LocalSandbox` is its agent (`agentSource.ts`: file operations, TCP connections),
- *   reached through a Unix socket at the init's fd 4 (`socket: true`), returned by `start`.
+ *   reached through a Unix socket given as the init's fd 4 (`socket`, see `agentChannel.ts`).
  *
  * @internal
  */
@@ -23,8 +23,9 @@ import type * as Scope from "effect/Scope"
 import * as ChildProcess from "node:child_process"
 import * as Fs from "node:fs"
 import * as FsPromises from "node:fs/promises"
+import type * as Net from "node:net"
 import * as Path from "node:path"
-import type { Duplex, Readable } from "node:stream"
+import type { Readable } from "node:stream"
 import { SandboxError } from "../../SshError.js"
 import { agentFileName } from "./agentSource.js"
 import type { PtyHelperSpec } from "./ptyHelper.js"
@@ -163,8 +164,8 @@ export interface BubblewrapOptions extends RootOptions {
    * its stdin closes.
    */
   readonly init?: ReadonlyArray<string> | undefined
-  /** Give the init a Unix socket to the host at fd 4 (returned as `Bubblewrap.socket`). */
-  readonly socket?: boolean | undefined
+  /** A socket the init gets as its fd 4 (the caller closes its own copy once started). */
+  readonly socket?: Net.Socket | undefined
 }
 
 const mergedUsrLinks = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"]
@@ -258,8 +259,6 @@ export interface Bubblewrap {
   readonly target: number
   /** The bwrap process; its stdin is the init's stdin (closing it ends the sandbox). */
   readonly process: ChildProcess.ChildProcess
-  /** The host end of the init's fd 4, when asked for. */
-  readonly socket: Duplex | undefined
   readonly isClosed: () => boolean
 }
 
@@ -273,9 +272,9 @@ const launch = (options: BubblewrapOptions) =>
       Effect.async<readonly [ChildProcess.ChildProcess, number, Deferred.Deferred<void>], SandboxError>(
         (resume) => {
           const child = ChildProcess.spawn(options.bwrap, bwrapArgs(options), {
-            stdio: options.socket === true
-              ? ["pipe", "pipe", "pipe", "pipe", "pipe"]
-              : ["pipe", "pipe", "pipe", "pipe"],
+            stdio: options.socket === undefined
+              ? ["pipe", "pipe", "pipe", "pipe"]
+              : ["pipe", "pipe", "pipe", "pipe", options.socket],
             env: { PATH: basePath },
             cwd: "/",
             // out of the host program's process group: a terminal's Ctrl-C must not kill the sandbox
@@ -325,7 +324,6 @@ const launch = (options: BubblewrapOptions) =>
             maybeReady()
           })
           statusFd.on("error", () => {})
-          child.stdio[4]?.on("error", () => {})
           child.stdin!.on("error", () => {})
           child.on("error", (error) => finish(Effect.fail(startError(error.message, error))))
           child.on("exit", (code, signal) => {
@@ -410,7 +408,6 @@ export const start = (options: BubblewrapOptions): Effect.Effect<Bubblewrap, San
     return {
       target,
       process: child,
-      socket: options.socket === true ? (child.stdio[4] as Duplex) : undefined,
       isClosed: () => closed || child.exitCode !== null || child.signalCode !== null
     }
   })

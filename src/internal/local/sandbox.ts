@@ -13,6 +13,7 @@ import * as Path from "node:path"
 import type { Sandbox, SandboxProcess, SpawnOptions } from "../../Sandbox.js"
 import { type InvalidOptionError, SandboxError } from "../../SshError.js"
 import * as Agent from "./agent.js"
+import * as AgentChannel from "./agentChannel.js"
 import * as Bubblewrap from "./bubblewrap.js"
 import * as HostFs from "./hostfs.js"
 import * as HostNet from "./hostnet.js"
@@ -107,6 +108,8 @@ const makeIsolated = (resolved: Options.Resolved, root: string) =>
     yield* Bubblewrap.prepareRoot({ root, hostname: resolved.hostname, shell: resolved.shell })
     const runtimeDir = yield* Pty.runtimeDirectory
     const nativeDir = Pty.nativeDirectory()
+    // acquired first, so that it is destroyed after the sandbox has ended
+    const channel = yield* AgentChannel.make
     const box = yield* Bubblewrap.start({
       bwrap: resolved.bwrap!,
       root,
@@ -115,10 +118,12 @@ const makeIsolated = (resolved: Options.Resolved, root: string) =>
       runtimeDir,
       nativeDir,
       init: Bubblewrap.agentInit(),
-      socket: true
+      socket: channel.peer
     })
+    // the agent holds its end now: the host's copy would hide the agent's exit
+    channel.peer.destroy()
     // its finalizer runs before the sandbox's: what is in flight then fails with Closed
-    const agent = yield* Agent.make({ socket: box.socket!, workdir })
+    const agent = yield* Agent.make({ channel, workdir })
 
     const spawn = (options: SpawnOptions) =>
       Effect.gen(function*() {
