@@ -413,6 +413,7 @@ const main = Effect.gen(function*() {
         ["OpenSSH sftp put / get, our server", "OpenSSH sftp put -> our server", "OpenSSH sftp get <- our server"],
         ["exec cat up / head down", "exec cat up (stdin)", "exec head down (stdout)"]
       ]
+      const reference = mem.rows.find((r) => r.label.startsWith("reference"))
       for (const [label, up, down] of pairs) {
         const u = mem.rows.find((r) => r.label === up)
         const d = mem.rows.find((r) => r.label === down)
@@ -428,6 +429,17 @@ const main = Effect.gen(function*() {
           "",
           "< 64 MiB each",
           [u, d].some((r) => r === undefined || r.error !== undefined) ? "n/a" : verdict(ok)
+        ])
+      }
+      if (reference !== undefined) {
+        rows.push([
+          `RSS growth ${mem.mib} MiB: plain Node draining a pipe (no SSH)`,
+          reference.isolation,
+          reference.error === undefined ? `+${reference.maxGrowthMiB.toFixed(1)} MiB` : "FAILED",
+          "",
+          "",
+          "(the runtime's floor)",
+          ""
         ])
       }
     }

@@ -21,6 +21,7 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
+import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import * as LocalSandbox from "../src/LocalSandbox.js"
@@ -105,6 +106,9 @@ const track = <E, R>(label: string, isolation: string, mib: number, transfer: Ef
     return row
   })
 
+/** Not the library: plain Node draining `head -c N /dev/zero`'s stdout, the runtime's own floor. */
+export const REFERENCE = "reference: node drains a pipe"
+
 /** The transfers, in the order they run (readStream and the OpenSSH rows read writeSink's file). */
 export const TRANSFERS = [
   "SftpClient writeSink",
@@ -112,7 +116,8 @@ export const TRANSFERS = [
   "OpenSSH sftp put -> our server",
   "OpenSSH sftp get <- our server",
   "exec cat up (stdin)",
-  "exec head down (stdout)"
+  "exec head down (stdout)",
+  REFERENCE
 ] as const
 export type Transfer = typeof TRANSFERS[number]
 
@@ -237,6 +242,22 @@ export const measureMemory = (params: Params) =>
           rows.push(yield* track("exec head down (stdout)", label, mib, headDown(client, bytes)))
         }
       }))
+    }
+    if (want(REFERENCE)) {
+      const drain = Effect.async<void, BenchError>((resume) => {
+        const child = spawn("head", ["-c", String(bytes), "/dev/zero"], { stdio: ["ignore", "pipe", "ignore"] })
+        let received = 0
+        child.stdout.on("data", (chunk: Buffer) => received += chunk.length)
+        child.on("error", (e) => resume(Effect.fail(new BenchError({ message: e.message }))))
+        child.on("close", (code) =>
+          resume(
+            code === 0 && received === bytes
+              ? Effect.void
+              : Effect.fail(new BenchError({ message: `head exited ${code} after ${received} bytes` }))
+          ))
+        return Effect.sync(() => child.kill("SIGKILL"))
+      })
+      rows.push(yield* track(REFERENCE, "host (no sandbox)", mib, drain))
     }
     return { mib, gc: gc !== undefined, rows } satisfies MemoryResults
   }).pipe(Effect.scoped)
