@@ -61,15 +61,79 @@ process.on("uncaughtException", (error) => {
   } catch {}
 })
 
-// Input is read into one reused buffer, up to 1 MiB per read (instead of a fresh 64 KiB buffer per
-// read): a frame inside it is handed out as a view, valid only until the handler returns, except
-// for the payloads kept across an asynchronous call (write data, stream data), which are copied.
-const inbox = Buffer.allocUnsafe(1024 * 1024)
+// ---- input
+
+const scratch = Buffer.allocUnsafe(64 * 1024)
+let start = 0
+let end = 0
+let body = null
+let bodyFill = 0
+let bodyId = 0
+let bodyOp = 0
+const kept = (op) => op === Op.Write || op === Op.StreamData
+function nextBuffer() {
+  return body !== null ? body.subarray(bodyFill) : scratch.subarray(end)
+}
+function corrupt(length) {
+  process.stderr.write("sandbox-ssh agent: bad frame length " + length + "\n")
+  process.exit(70)
+}
+function received(length) {
+  if (body !== null) {
+    bodyFill += length
+    if (bodyFill === body.length) {
+      const complete = body
+      body = null
+      onFrame(bodyId, bodyOp, complete)
+    }
+    return
+  }
+  end += length
+  while (end - start >= HEADER) {
+    const frameLength = scratch.readUInt32LE(start)
+    if (frameLength < 5 || frameLength > MAX_FRAME) return corrupt(frameLength)
+    const id = scratch.readUInt32LE(start + 4)
+    const op = scratch[start + 8]
+    const size = frameLength - 5
+    const from = start + HEADER
+    if (end - from >= size) {
+      start = from + size
+      const view = scratch.subarray(from, from + size)
+      onFrame(id, op, kept(op) ? Buffer.from(view) : view)
+      continue
+    }
+    bodyId = id
+    bodyOp = op
+    body = Buffer.allocUnsafe(size)
+    scratch.copy(body, 0, from, end)
+    bodyFill = end - from
+    start = end = 0
+    return
+  }
+  if (start === end) {
+    start = end = 0
+  } else if (start > 0) {
+    scratch.copyWithin(0, start, end)
+    end -= start
+    start = 0
+  }
+}
+
+// Input is read with onread: headers and small frames into a scratch buffer (a frame there is handed
+// out as a view, valid until the handler returns, except payloads kept across an asynchronous call
+// (write data, stream data), which are copied); the rest of a large frame is read straight into a
+// buffer of its own.
 const host = new net.Socket({
   fd: 4,
   readable: true,
   writable: true,
-  onread: { buffer: inbox, callback: (length, buffer) => receive(buffer, length) }
+  onread: {
+    buffer: () => nextBuffer(),
+    callback: (length) => {
+      received(length)
+      return true
+    }
+  }
 })
 const exit = () => process.exit(0)
 host.on("error", exit)
@@ -560,63 +624,6 @@ const onFrame = (id, op, payload) => {
   } catch (error) {
     // a synchronous failure: a bad argument (NUL in a path, a bad handle or offset, a short payload)
     fail(id, error instanceof RangeError && error.code === undefined ? errno("EINVAL", error.message) : error)
-  }
-}
-
-// ---- input: frames; one spanning reads is assembled once into its own buffer
-
-const header = Buffer.alloc(HEADER)
-let headerFill = 0
-let body = null
-let bodyFill = 0
-let frameId = 0
-let frameOp = 0
-const start = (length, id, op) => {
-  if (length < 5 || length > MAX_FRAME) {
-    process.stderr.write("sandbox-ssh agent: bad frame length " + length + "\n")
-    process.exit(70)
-  }
-  frameId = id
-  frameOp = op
-  return length - 5
-}
-const kept = (op) => op === Op.Write || op === Op.StreamData
-function receive(chunk, end) {
-  let offset = 0
-  while (offset < end) {
-    if (body !== null) {
-      const take = Math.min(body.length - bodyFill, end - offset)
-      chunk.copy(body, bodyFill, offset, offset + take)
-      bodyFill += take
-      offset += take
-      if (bodyFill === body.length) {
-        const complete = body
-        body = null
-        onFrame(frameId, frameOp, complete)
-      }
-      continue
-    }
-    let size
-    if (headerFill === 0 && end - offset >= HEADER) {
-      size = start(chunk.readUInt32LE(offset), chunk.readUInt32LE(offset + 4), chunk[offset + 8])
-      offset += HEADER
-    } else {
-      const take = Math.min(HEADER - headerFill, end - offset)
-      chunk.copy(header, headerFill, offset, offset + take)
-      headerFill += take
-      offset += take
-      if (headerFill < HEADER) return
-      headerFill = 0
-      size = start(header.readUInt32LE(0), header.readUInt32LE(4), header[8])
-    }
-    if (end - offset >= size) {
-      const view = chunk.subarray(offset, offset + size)
-      onFrame(frameId, frameOp, kept(frameOp) ? Buffer.from(view) : view)
-      offset += size
-    } else {
-      body = Buffer.allocUnsafe(size)
-      bodyFill = 0
-    }
   }
 }
 
