@@ -14,6 +14,7 @@ import type * as Scope from "effect/Scope"
 import * as net from "node:net"
 import ssh2 from "ssh2"
 import { guardConnection, guardLogin, type GuardOptions } from "../../src/internal/server/guards.js"
+import type { ConnectionError } from "../../src/SshError.js"
 import {
   closedWithin,
   connectSsh2,
@@ -51,7 +52,7 @@ const harness = (
     const server = new ssh2.Server({ hostKeys: [hostKey] })
     const execChannels: Array<ssh2.ServerChannel> = []
     const connections: Harness["connections"] = []
-    const authenticated = new Map<net.Socket, Deferred.Deferred<void>>()
+    const authenticated = new Map<net.Socket, Deferred.Deferred<void, ConnectionError>>()
 
     server.on("connection", (connection) => {
       const socket = (connection as unknown as { _sock: net.Socket })._sock
@@ -86,13 +87,13 @@ const harness = (
     const tcp = net.createServer((socket) => {
       socket.setNoDelay(true)
       socket.on("error", () => {})
-      const done = Deferred.unsafeMake<void>(FiberId.none)
+      const done = Deferred.unsafeMake<void, ConnectionError>(FiberId.none)
       authenticated.set(socket, done)
       if (options.guard) {
         const closed = Deferred.unsafeMake<void>(FiberId.none)
         socket.once("close", () => Deferred.unsafeDone(closed, Effect.void))
         runFork(
-          Effect.scoped(Effect.zipRight(guardLogin(socket, Deferred.await(done), options), Deferred.await(closed)))
+          Effect.scoped(Effect.zipRight(guardLogin(socket, done, options), Deferred.await(closed)))
         )
       }
       server.injectSocket(socket)
@@ -126,6 +127,34 @@ const flood = (client: ssh2.Client, channel: ssh2.Channel, total: number) =>
     }
     return sent
   })
+
+describe("guards: parse errors", () => {
+  it.scopedLive("nothing is parsed after a bad packet length (ssh2 allocated the bogus length)", () =>
+    Effect.gen(function*() {
+      const grown: Record<string, number> = {}
+      for (const guard of [false, true]) {
+        const h = yield* harness({ guard })
+        // half-open: the peer goes on sending after the server ended its side
+        const socket = net.connect({ port: h.port, host: "127.0.0.1", allowHalfOpen: true })
+        socket.on("error", () => {})
+        socket.resume()
+        yield* Effect.async<void>((resume) => {
+          socket.once("connect", () => resume(Effect.void))
+        })
+        // a banner, then a packet length of 256 MiB: "Bad packet length"
+        socket.write(Buffer.concat([Buffer.from("SSH-2.0-fuzz\r\n"), Buffer.from([0x10, 0, 0, 0])]))
+        yield* Effect.sleep("200 millis")
+        const before = process.memoryUsage().arrayBuffers
+        socket.write(Buffer.alloc(1024, 1))
+        yield* Effect.sleep("200 millis")
+        grown[guard ? "guard" : "control"] = (process.memoryUsage().arrayBuffers - before) / MiB
+        socket.destroy()
+      }
+      yield* report({ suite: "hostile", name: "parse-error", grownMiB: grown })
+      assert.isAbove(grown.control!, 200)
+      assert.isBelow(grown.guard!, 16)
+    }))
+})
 
 describe("guards: receive window (ssh2 #1505)", () => {
   it.scopedLive("without the guard, data past the window is buffered without bound (the hole)", () =>

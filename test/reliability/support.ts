@@ -53,7 +53,7 @@ export const report = (figures: Figures): Effect.Effect<void> =>
 let gcFunction: (() => void) | undefined = undefined
 
 /** A full GC: `global.gc` when Node was started with `--expose-gc`, else the flag set at run time. */
-export const fullGc = (): void => {
+export const fullGc = (passes = 2): void => {
   if (gcFunction === undefined) {
     const exposed = (globalThis as { gc?: () => void }).gc
     if (exposed !== undefined) {
@@ -63,8 +63,7 @@ export const fullGc = (): void => {
       gcFunction = vm.runInNewContext("gc") as () => void
     }
   }
-  gcFunction()
-  gcFunction()
+  for (let i = 0; i < passes; i++) gcFunction()
 }
 
 export interface Snapshot {
@@ -153,14 +152,18 @@ export const settle = (
     }
   })
 
-/** Samples heapUsed + arrayBuffers while `effect` runs; returns its result and the peak growth in MiB. */
+/**
+ * Samples heapUsed + arrayBuffers while `effect` runs, after a full GC each time (so that garbage,
+ * e.g. the attacker's own encrypted packets, does not count); returns its result and the peak
+ * growth in MiB.
+ */
 export const withMemoryPeak = <A, E, R>(
   effect: Effect.Effect<A, E, R>,
-  everyMillis = 25
+  everyMillis = 250
 ): Effect.Effect<{ readonly value: A; readonly peakGrowthMiB: number; readonly baseMiB: number }, E, R> =>
   Effect.suspend(() => {
-    fullGc()
     const used = () => {
+      fullGc(1)
       const memory = process.memoryUsage()
       return memory.heapUsed + memory.arrayBuffers
     }

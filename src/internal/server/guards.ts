@@ -2,6 +2,10 @@
  * Defences of a server connection against a hostile peer, for what ssh2 1.17 leaves open. Each
  * was seen to fail without the guard (test/reliability):
  *
+ * - **Parse errors**: after its parser throws (a bad packet length, a bad MAC), ssh2 keeps parsing
+ *   later bytes with the broken state and allocates the bogus packet length: one unauthenticated
+ *   peer sending a banner, 4 bytes of garbage and then more bytes made it allocate 271 MB to
+ *   3.6 GB per connection (measured). Nothing is parsed after the first error.
  * - **Receive window** (ssh2 issue #1505): ssh2 drops CHANNEL_DATA only when the window is exactly
  *   0, so one packet larger than what is left makes the window negative and every later packet is
  *   buffered (537 MB buffered for 537 MB sent, measured). A peer that sends more than the window it
@@ -21,19 +25,23 @@
  *   connection is closed (sshd's `MaxAuthTries`).
  * - **Login grace time**: a connection that has not authenticated within `loginGraceTime` is
  *   closed, whether it is silent or trickles bytes (sshd's `LoginGraceTime`); without it a peer
- *   sending a banner and then one byte a minute held its connection for ever.
+ *   sending a banner and then one byte a minute held its connection for ever. A transport that
+ *   closes before the peer's identification line ends the serve (it used to wait for ever).
  *
  * Installed from `serveTransport` (connection.ts) with `guardLogin` once per transport and
  * `guardConnection` once per ssh2 connection.
  *
  * @internal
  */
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import type { Duplex } from "node:stream"
 import type * as ssh2 from "ssh2"
+import { ConnectionError } from "../../SshError.js"
 
 /** @internal */
 export interface GuardOptions {
@@ -104,6 +112,7 @@ type Handler = (...args: Array<any>) => void
 
 interface Protocol {
   readonly _handlers: Record<string, Handler | undefined>
+  parse(chunk: Buffer, start: number, end: number): void
   disconnect(reason: number): void
   channelOpenFail(remote: number, reason: number, description: string): void
   channelFailure(remote: number): void
@@ -184,6 +193,32 @@ export const guardConnection = (
     const timer = setTimeout(() => socket.destroy(), DISCONNECT_LINGER_MILLIS)
     timer.unref()
     socket.once("close", () => clearTimeout(timer))
+  }
+
+  // Parse errors: ssh2 catches what its parser throws (e.g. "Bad packet length"), emits "error",
+  // ends the socket's writable side, and goes on parsing whatever arrives next with the broken
+  // state, so the bogus length is trusted and allocated (up to 4 GiB, measured) for each later
+  // chunk. Nothing is parsed after the first error. (The throw may come from the very parse call
+  // that installed these guards, hence the "error" listener rather than only the wrapper.)
+  const parse = protocol.parse.bind(protocol)
+  let broken = false
+  const stopParsing = () => {
+    if (broken) return
+    broken = true
+    ended = true
+    const timer = setTimeout(() => socket.destroy(), DISCONNECT_LINGER_MILLIS)
+    timer.unref()
+    socket.once("close", () => clearTimeout(timer))
+  }
+  connection.prependListener("error", stopParsing)
+  protocol.parse = (chunk, start, end) => {
+    if (broken) return
+    try {
+      parse(chunk, start, end)
+    } catch (error) {
+      stopParsing()
+      throw error
+    }
   }
 
   const wrap = (name: string, guard: (original: Handler) => Handler) => {
@@ -296,28 +331,44 @@ export const guardConnection = (
 }
 
 /**
- * Closes `socket` when `authenticated` has not completed within the login grace time. Runs in the
- * background until the scope closes; a failed `authenticated` (the connection ended) stops it.
+ * Ends the login phase of a transport: fails `authenticated` when the transport closes before
+ * authentication, and closes the transport (failing `authenticated` too) when authentication has
+ * not completed within the login grace time. Runs in the background until the scope closes.
+ *
+ * Watching the transport itself matters before the peer's SSH identification line: ssh2 only
+ * hands the connection over (its `connection` event) once that line arrived, so a peer that sends
+ * garbage or nothing and goes away would otherwise leave `serveTransport` waiting for ever.
  *
  * @internal
  */
 export const guardLogin = (
   socket: Duplex,
-  authenticated: Effect.Effect<unknown, unknown>,
+  authenticated: Deferred.Deferred<void, ConnectionError>,
   options: GuardOptions = {}
-): Effect.Effect<void, never, Scope.Scope> => {
-  const grace = Duration.decode(options.loginGraceTime ?? DEFAULT_LOGIN_GRACE_TIME)
-  return authenticated.pipe(
-    Effect.timeoutOption(grace),
-    Effect.flatMap(Option.match({
-      onSome: () => Effect.void,
-      onNone: () =>
-        Effect.logWarning(`not authenticated within ${Duration.format(grace)}: closing the connection`).pipe(
-          Effect.andThen(Effect.sync(() => socket.destroy()))
-        )
-    })),
-    Effect.ignore,
-    Effect.forkScoped,
-    Effect.asVoid
-  )
-}
+): Effect.Effect<void, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const grace = Duration.decode(options.loginGraceTime ?? DEFAULT_LOGIN_GRACE_TIME)
+    const onClose = () =>
+      Deferred.unsafeDone(
+        authenticated,
+        Exit.fail(new ConnectionError({ reason: "ConnectionLost", detail: "closed before authentication" }))
+      )
+    if (socket.destroyed) onClose()
+    else socket.once("close", onClose)
+    yield* Effect.addFinalizer(() => Effect.sync(() => socket.removeListener("close", onClose)))
+    yield* Deferred.await(authenticated).pipe(
+      Effect.timeoutOption(grace),
+      Effect.flatMap(Option.match({
+        onSome: () => Effect.void,
+        onNone: () => {
+          const detail = `not authenticated within ${Duration.format(grace)}`
+          return Effect.logWarning(`${detail}: closing the connection`).pipe(
+            Effect.andThen(Deferred.fail(authenticated, new ConnectionError({ reason: "HandshakeFailed", detail }))),
+            Effect.andThen(Effect.sync(() => socket.destroy()))
+          )
+        }
+      })),
+      Effect.ignore,
+      Effect.forkScoped
+    )
+  })
