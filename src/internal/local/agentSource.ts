@@ -23,6 +23,7 @@
 import {
   attrsLength,
   headerLength,
+  maxFrame,
   maxRead,
   Op,
   pooledRead,
@@ -52,6 +53,7 @@ const MAX_READ = ${maxRead}
 const POOLED = ${pooledRead}
 const WINDOW = ${streamWindow}
 const MAX_FRAME = 64 * 1024 * 1024 + 64
+const MAX_REPLY = ${maxFrame - 64}
 const O_NOCTTY = fs.constants.O_NOCTTY
 
 process.on("uncaughtException", (error) => {
@@ -365,6 +367,10 @@ const readDirectory = (id, dir) =>
       if (stats[i] === null) continue
       count++
       length += 4 + encoded[i].length + ATTRS
+    }
+    if (length > MAX_REPLY) {
+      // the host refuses larger frames (as corrupt): this is the one reply that could grow so far
+      return fail(id, errno("EOVERFLOW", "directory listing of " + count + " entries is larger than " + MAX_REPLY + " bytes"))
     }
     const buffer = frame(id, Status.Ok, length)
     buffer.writeUInt32LE(count, HEADER)
