@@ -133,6 +133,7 @@ const firstActivity = (socket: Net.Socket, millis: number) =>
 export interface Started {
   readonly _tag: "Started"
   readonly pid: number
+  readonly tty: boolean
   readonly socket: Net.Socket
   readonly stdout: PassThrough
   readonly stderr: PassThrough
@@ -330,6 +331,7 @@ export const start = (
     return {
       _tag: "Started",
       pid,
+      tty,
       socket,
       stdout,
       stderr,
@@ -352,7 +354,7 @@ export const spawn = (target: Target, options: ExecOptions): Effect.Effect<Sandb
     (started): SandboxProcess =>
       started._tag === "NotStarted" ? notStarted(started.message) : {
         pid: started.pid,
-        stdin: Streams.inputSink(started.socket, stdinError),
+        stdin: Streams.inputSink(started.socket, stdinError, { tty: started.tty }),
         stdout: NodeStream.fromReadable(() => started.stdout, streamError("process stdout")),
         stderr: NodeStream.fromReadable(() => started.stderr, streamError("process stderr")),
         exit: started.exit,

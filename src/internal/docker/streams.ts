@@ -101,16 +101,20 @@ export const outputs = (socket: Net.Socket, tty: boolean): Outputs => {
 
 /**
  * A sink over the socket's writable side that half-closes it (stdin EOF for the process) when the
- * input ends. Returns as well when the socket was destroyed meanwhile.
+ * input ends, unless the process has a terminal. Returns as well when the socket was destroyed
+ * meanwhile.
  *
  * @internal
  */
 export const inputSink = <E>(
   socket: Net.Socket,
-  onError: (error: unknown) => E
+  onError: (error: unknown) => E,
+  options: { readonly tty: boolean }
 ): Sink.Sink<void, Uint8Array, never, E> =>
   NodeSink.fromWritable<E, Uint8Array>(() => socket, onError, { endOnDone: false }).pipe(
-    Sink.mapEffect(() => halfClose(socket))
+    // On a terminal, the Engine turns stdin EOF into a hang-up of the terminal, which loses output
+    // the command is still writing; sshd too keeps a terminal open when its client's input ends.
+    Sink.mapEffect(() => (options.tty ? Effect.void : halfClose(socket)))
   )
 
 /**
