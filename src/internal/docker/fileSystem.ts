@@ -382,7 +382,7 @@ const makeFile = (context: Context, path: string, flags: OpenFlags, size: number
         const historyStart = reader.position - historyBytes
         if (offset >= historyStart && offset < reader.position) {
           // a read that arrived late: serve what we still have, then continue from the stream
-          const early = Buffer.concat(history).subarray(offset - historyStart, offset - historyStart + length)
+          const early = fromHistory(offset - historyStart, length)
           if (early.length === length || eof !== undefined) return new Uint8Array(early)
           const rest = yield* read(reader.position, length - early.length)
           return Buffer.concat([early, rest])
@@ -411,6 +411,25 @@ const makeFile = (context: Context, path: string, flags: OpenFlags, size: number
       remember(data)
       return new Uint8Array(data.buffer, data.byteOffset, data.length)
     })
+
+  /** `length` bytes (or fewer, at its end) of the history from `start`, copying only those. */
+  const fromHistory = (start: number, length: number): Buffer => {
+    const parts: Array<Buffer> = []
+    let skip = start
+    let wanted = length
+    for (const chunk of history) {
+      if (wanted <= 0) break
+      if (skip >= chunk.length) {
+        skip -= chunk.length
+        continue
+      }
+      const part = chunk.subarray(skip, skip + wanted)
+      parts.push(part)
+      wanted -= part.length
+      skip = 0
+    }
+    return Buffer.concat(parts)
+  }
 
   const remember = (data: Buffer) => {
     history.push(data)
