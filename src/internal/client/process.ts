@@ -4,7 +4,6 @@
  *
  * @internal
  */
-import * as NodeSink from "@effect/platform-node/NodeSink"
 import * as NodeStream from "@effect/platform-node/NodeStream"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -17,6 +16,7 @@ import type { ProcessOptions, SshProcess } from "../../SshClient.js"
 import type { ConnectionError } from "../../SshError.js"
 import { ChannelError, type SshError } from "../../SshError.js"
 import { signalNumber } from "../signals.js"
+import { writableSink } from "../transport/writable.js"
 
 /** What a process needs from the client that owns it. @internal */
 export interface ClientState {
@@ -154,11 +154,8 @@ export const startProcess = (
     const stderr = NodeStream.fromReadable<SshError, Uint8Array>(() => channel.stderr, readError, {
       closeOnDone: false
     })
-    const stdin = NodeSink.fromWritable<SshError, Uint8Array>(
-      () => channel,
-      (cause) => lost(state, `writing input of ${command}: ${String(cause)}`),
-      { endOnDone: true }
-    )
+    // Paced by the channel's window: a fast producer waits instead of filling memory.
+    const stdin = writableSink(channel)
     const request = (name: string, send: () => boolean | void) =>
       Effect.suspend(() => {
         if (isClosed(channel)) {

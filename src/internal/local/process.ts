@@ -5,8 +5,8 @@
  *
  * @internal
  */
-import * as NodeSink from "@effect/platform-node/NodeSink"
 import * as NodeStream from "@effect/platform-node/NodeStream"
+import type * as Chunk from "effect/Chunk"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -20,6 +20,7 @@ import * as Os from "node:os"
 import type { Readable, Writable } from "node:stream"
 import { ProcessExit, type SandboxProcess, type SignalName, type WindowSize } from "../../Sandbox.js"
 import { SandboxError } from "../../SshError.js"
+import { writeChunk } from "../transport/writable.js"
 import * as Procfs from "./procfs.js"
 
 /**
@@ -305,9 +306,12 @@ const toSandboxProcess = (launch: Launch, running: Running): SandboxProcess => {
  */
 export const writableSink = <E>(
   evaluate: () => Writable,
-  onError: (error: unknown) => E
+  _onError: (error: unknown) => E
 ): Sink.Sink<void, Uint8Array, never, E> =>
-  NodeSink.fromWritable<E, Uint8Array>(evaluate, onError, { endOnDone: false }).pipe(
+  // Paced by the pipe: each chunk waits for "drain" when the pipe is full (NodeSink.fromWritable
+  // does not after a chunk's last item, so a fast producer could buffer without bound). Writes to a
+  // process that has exited are discarded, as the pipe's EPIPE destroys the stream.
+  Sink.forEachChunk((chunk: Chunk.Chunk<Uint8Array>) => writeChunk(evaluate(), chunk)).pipe(
     Sink.mapEffect(() => endWritable(evaluate()))
   )
 

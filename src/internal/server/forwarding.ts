@@ -10,7 +10,8 @@ import * as Stream from "effect/Stream"
 import type * as ssh2 from "ssh2"
 import type { Sandbox } from "../../Sandbox.js"
 import { SandboxError } from "../../SshError.js"
-import { channelClosed, writeChunk } from "./channel.js"
+import { writeChunk } from "../transport/writable.js"
+import { channelClosed } from "./channel.js"
 
 /** @internal */
 export const handleDirectTcpip = (

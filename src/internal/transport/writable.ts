@@ -1,0 +1,66 @@
+/**
+ * Writing to Node writables with backpressure that holds: a writer waits for `drain` whenever the
+ * writable's buffer is full, so a slow reader slows the writer down instead of growing a buffer.
+ * (`NodeSink.fromWritable` resumes after the last item of a chunk even when the buffer is full, so
+ * a fast producer can buffer without bound behind it.)
+ *
+ * @internal
+ */
+import type * as Chunk from "effect/Chunk"
+import * as Effect from "effect/Effect"
+import * as Sink from "effect/Sink"
+import type { Writable } from "node:stream"
+
+/** Waits until everything written to `writable` has been handed to the transport. @internal */
+export const flushed = (writable: Writable): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    if (writable.writableLength === 0 || writable.destroyed) return resume(Effect.void)
+    const done = () => {
+      cleanup()
+      resume(Effect.void)
+    }
+    const cleanup = () => {
+      writable.removeListener("drain", done)
+      writable.removeListener("close", done)
+    }
+    writable.on("drain", done)
+    writable.on("close", done)
+    return Effect.sync(cleanup)
+  })
+
+/**
+ * Writes a chunk of buffers, waiting for `drain` whenever the channel's window is full, so a slow
+ * client slows the process down instead of growing a buffer.
+ *
+ * @internal
+ */
+export const writeChunk = (writable: Writable, chunk: Chunk.Chunk<Uint8Array>): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    let ready = true
+    for (const bytes of chunk) ready = writable.write(bytes)
+    if (ready || writable.destroyed) return resume(Effect.void)
+    const done = () => {
+      cleanup()
+      resume(Effect.void)
+    }
+    const cleanup = () => {
+      writable.removeListener("drain", done)
+      writable.removeListener("close", done)
+    }
+    writable.once("drain", done)
+    writable.once("close", done)
+    return Effect.sync(cleanup)
+  })
+
+/**
+ * A sink that writes each chunk with `writeChunk` and ends the writable (e.g. sends EOF on an SSH
+ * channel) when the stream is done.
+ *
+ * @internal
+ */
+export const writableSink = (writable: Writable): Sink.Sink<void, Uint8Array> =>
+  Sink.forEachChunk((chunk: Chunk.Chunk<Uint8Array>) => writeChunk(writable, chunk)).pipe(
+    Sink.ensuring(Effect.sync(() => {
+      if (!writable.writableEnded) writable.end()
+    }))
+  )
