@@ -279,6 +279,12 @@ const report = (cause: Cause.Cause<unknown>): string => {
   return `sandbox-ssh: ${Cause.pretty(cause)}`
 }
 
+// OpenSSH ends a ProxyCommand with SIGHUP: treat it like SIGTERM (which runMain turns into
+// interruption), so `serve --stdio` runs its finalizers and leaves no sandbox directory behind.
+process.once("SIGHUP", () => {
+  process.emit("SIGTERM", "SIGTERM")
+})
+
 cli(process.argv).pipe(
   Effect.catchAllCause((cause) =>
     Cause.isInterruptedOnly(cause) ? Effect.void : Effect.sync(() => {
