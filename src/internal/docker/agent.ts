@@ -157,6 +157,8 @@ class Connection {
 
   constructor(readonly started: Exec.Started, readonly scope: Scope.CloseableScope) {
     started.stdout.on("data", (chunk: Buffer) => this.onData(chunk))
+    // never read, never allowed to fill up (a full stderr would stall stdout behind it)
+    started.stderr.resume()
     started.stdout.once("end", () => this.fail("the file agent's output ended"))
     started.socket.once("close", () => this.fail("the file agent's connection closed"))
   }

@@ -36,6 +36,8 @@ export interface Target {
   readonly name: string
   /** Engine API version as a number, e.g. `1.41`. */
   readonly apiVersion: number
+  /** The daemon's processes are visible here (it runs on this host): signals can be sent. */
+  readonly local: boolean
   /** Called with the host pid and start time of each started command (process group leader). */
   readonly started: (pid: number, startTime: number) => void
   /** Called when that group has no members left. */
@@ -280,6 +282,17 @@ export const start = (
         if (number === undefined) {
           return Effect.fail(
             new SandboxError({ reason: "InvalidArgument", operation: "signal", detail: `unknown signal ${name}` })
+          )
+        }
+        if (!target.local) {
+          return Effect.fail(
+            new SandboxError({
+              reason: "Unsupported",
+              operation: "signal",
+              path: target.name,
+              detail: "the Engine API cannot signal an exec'd process, and the Docker daemon does not run on this " +
+                "host (its container processes are not visible here), so it cannot be signalled from here either"
+            })
           )
         }
         return Effect.flatMap(Deferred.isDone(ended), (done) => {

@@ -201,7 +201,7 @@ const streamFailure = (stream: Stream, operation: string, path: string) =>
       }
     ))
 
-const makeFile = (context: Context, path: string, flags: OpenFlags, size: number): SandboxFile => {
+const makeFile = (context: Context, path: string, flags: OpenFlags): SandboxFile => {
   const { target } = context
   const lock = Effect.unsafeMakeSemaphore(1)
   let closed = false
@@ -213,7 +213,6 @@ const makeFile = (context: Context, path: string, flags: OpenFlags, size: number
   let writer: Stream | undefined = undefined
   const parked = new Map<number, Uint8Array>()
   let parkedBytes = 0
-  let knownSize = size
 
   const startStream = (argv: ReadonlyArray<string>, position: number, operation: string) =>
     Effect.gen(function*() {
@@ -335,14 +334,12 @@ const makeFile = (context: Context, path: string, flags: OpenFlags, size: number
       }
       yield* write(stream, data)
       stream.position = offset + data.length
-      knownSize = Math.max(knownSize, stream.position)
       let next = parked.get(stream.position)
       while (next !== undefined) {
         parked.delete(stream.position)
         parkedBytes -= next.length
         yield* write(stream, next)
         stream.position += next.length
-        knownSize = Math.max(knownSize, stream.position)
         next = parked.get(stream.position)
       }
     })
@@ -548,7 +545,7 @@ export const make = (context: Context): SandboxFileSystem => {
         return Effect.flatMap(call("open", path, "op", [absolute, flagLetters(flags), umask]), (fields) =>
           Effect.map(
             statResult("open", path, fields),
-            (attributes) => makeFile(context, absolute, flags, flags.truncate === true ? 0 : attributes.size)
+            () => makeFile(context, absolute, flags)
           ))
       }),
     readDirectory: (path) =>

@@ -108,7 +108,12 @@ export const make = (
         const child = ChildProcess.spawn(
           nsenterPath(),
           [`--net=/proc/${pid}/ns/net`, "--", process.execPath, "-e", helperSource],
-          { stdio: ["ignore", "ignore", "pipe", "ipc"], serialization: "json" }
+          // no NODE_OPTIONS: loaders of the host program (tsx, test runners) have no business here
+          {
+            stdio: ["ignore", "ignore", "pipe", "ipc"],
+            serialization: "json",
+            env: { PATH: process.env.PATH ?? "/usr/bin:/bin" }
+          }
         )
         let stderr = ""
         child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString("utf8")))

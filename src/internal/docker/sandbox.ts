@@ -120,6 +120,7 @@ const attach = (
       container: id,
       name: options.container,
       apiVersion,
+      local: Host.visible(inspected.State.Pid),
       started: (pid, startTime) => groups.set(pid, startTime),
       ended: (pid) => groups.delete(pid)
     }
