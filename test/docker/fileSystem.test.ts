@@ -2,9 +2,10 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import { createHash, randomBytes } from "node:crypto"
+import * as Fs from "node:fs"
 import type * as Sandbox from "../../src/Sandbox.js"
-import { collectBytes, encoder, sh } from "../local/support.js"
-import { makeSandbox } from "./support.js"
+import { collectBytes, encoder, eventually, processesWith, sh } from "../local/support.js"
+import { docker, makeSandbox } from "./support.js"
 
 const writeFile = (fs: Sandbox.SandboxFileSystem, path: string, data: Uint8Array | string) =>
   Effect.flatMap(
@@ -180,6 +181,22 @@ describe("DockerSandbox file operations (busybox-only image)", () => {
       assert.strictEqual((yield* fs.stat("odd/c d")).size, 3)
     }))
 
+  it.scopedLive("answers 200 concurrent requests, and an interrupted one does not shift the answers", () =>
+    Effect.gen(function*() {
+      const sandbox = yield* makeSandbox()
+      const { fs } = sandbox
+      yield* sh(sandbox, "mkdir /tmp/c && cd /tmp/c && for i in $(seq 1 200); do head -c $i /dev/zero > f$i; done")
+      const sizes = yield* Effect.all(
+        Array.from({ length: 200 }, (_, i) => Effect.map(fs.stat(`/tmp/c/f${i + 1}`), (a) => a.size)),
+        { concurrency: "unbounded" }
+      )
+      assert.deepStrictEqual(sizes, Array.from({ length: 200 }, (_, i) => i + 1))
+      // interrupted while its answer is on the way
+      yield* Effect.timeoutOption(fs.readDirectory("/tmp/c"), "1 millis")
+      assert.strictEqual((yield* fs.stat("/tmp/c/f7")).size, 7)
+      assert.strictEqual((yield* fs.readDirectory("/tmp/c")).length, 200)
+    }))
+
   it.scopedLive("lists 1,000 entries", () =>
     Effect.gen(function*() {
       const sandbox = yield* makeSandbox()
@@ -292,5 +309,25 @@ describe("DockerSandbox connections", () => {
       assert.strictEqual(refused.reason, "ConnectFailed")
       const bad = yield* Effect.flip(Effect.scoped(sandbox.connect("127.0.0.1", 70000)))
       assert.strictEqual(bad.reason, "InvalidArgument")
+    }))
+
+  it.scopedLive("the connection helper ends with the sandbox", () =>
+    Effect.gen(function*() {
+      const name = `sandbox-ssh-test-${randomBytes(4).toString("hex")}`
+      const helpers = yield* Effect.scoped(
+        Effect.gen(function*() {
+          const sandbox = yield* makeSandbox({ name })
+          const id = docker(["inspect", "-f", "{{.Id}}", name]).trim()
+          yield* Effect.flip(Effect.scoped(sandbox.connect("127.0.0.1", 1)))
+          const running = processesWith(`sandbox-ssh-connect:${id}`)
+          assert.strictEqual(running.length, 1)
+          return running
+        })
+      )
+      const left = yield* eventually(
+        () => helpers.filter((pid) => Fs.existsSync(`/proc/${pid}`)),
+        (l) => l.length === 0
+      )
+      assert.deepStrictEqual(left, [])
     }))
 })

@@ -92,6 +92,8 @@ const nsenterPath = () =>
  */
 export const make = (
   containerPid: Effect.Effect<number, SandboxError>,
+  /** Shown in the helper's command line (`ps`), e.g. the container id. */
+  label: string,
   scope: Scope.Scope
 ): Effect.Effect<Network> =>
   Effect.gen(function*() {
@@ -107,7 +109,7 @@ export const make = (
       Effect.async<ChildProcess.ChildProcess, SandboxError>((resume) => {
         const child = ChildProcess.spawn(
           nsenterPath(),
-          [`--net=/proc/${pid}/ns/net`, "--", process.execPath, "-e", helperSource],
+          [`--net=/proc/${pid}/ns/net`, "--", process.execPath, "-e", helperSource, `sandbox-ssh-connect:${label}`],
           // no NODE_OPTIONS: loaders of the host program (tsx, test runners) have no business here
           {
             stdio: ["ignore", "ignore", "pipe", "ipc"],

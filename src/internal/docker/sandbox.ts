@@ -175,7 +175,7 @@ const attach = (
       info.State.Running && info.State.Pid > 0
         ? Effect.succeed(info.State.Pid)
         : Effect.fail(notRunning(options.container, info, "connect")))
-    const network = yield* Network.make(containerPid, scope)
+    const network = yield* Network.make(containerPid, id, scope)
 
     return {
       info: { transport: "docker", isolated: true, isolation: "docker", shell, workdir },
