@@ -3,9 +3,12 @@
 // loading the TypeScript sources through tsx takes. Runs on `npm ci`/`npm install` (prepare).
 import { build } from "esbuild"
 
+// Two entries: the whole CLI, and `serve --stdio` alone (an OpenSSH ProxyCommand starts one per
+// connection; without the option parser it loads about a third less).
 await build({
-  entryPoints: ["src/cli/main.ts"],
-  outfile: "dist/cli.mjs",
+  entryPoints: { cli: "src/cli/main.ts", "serve-stdio": "src/cli/serveStdio.ts" },
+  outdir: "dist",
+  outExtension: { ".js": ".mjs" },
   bundle: true,
   platform: "node",
   format: "esm",

@@ -11,15 +11,11 @@ import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import * as ValidationError from "@effect/cli/ValidationError"
 import * as NodeContext from "@effect/platform-node/NodeContext"
-import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeSink from "@effect/platform-node/NodeSink"
 import * as NodeStream from "@effect/platform-node/NodeStream"
-import * as Cause from "effect/Cause"
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Logger from "effect/Logger"
-import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import * as fs from "node:fs"
@@ -31,16 +27,16 @@ import { defaultAuthorizedKeysPath, defaultHostKeyPath, homeDirectory } from "..
 import * as SandboxSsh from "../SandboxSsh.js"
 import { InvalidOptionError, KeyError } from "../SshError.js"
 import * as SshKeys from "../SshKeys.js"
-import { openSandbox, sandboxOptions, sandboxRoot, type SandboxSelection } from "./sandbox.js"
+import { runCli, StderrLogger, withLogging } from "./runtime.js"
+import { sandboxOptions } from "./sandboxOptions.js"
+import { openSandbox, sandboxRoot, type SandboxSelection } from "./sandboxSelection.js"
+import { serve } from "./serve.js"
 
 const verbose = Options.boolean("verbose").pipe(Options.withAlias("v"), Options.withDescription("debug logs on stderr"))
 
-const withLogging = (isVerbose: boolean) => <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  effect.pipe(Logger.withMinimumLogLevel(isVerbose ? LogLevel.Debug : LogLevel.Warning))
-
 // serve ------------------------------------------------------------------------------------------
 
-const serve = Command.make(
+const serveCommand = Command.make(
   "serve",
   {
     ...sandboxOptions,
@@ -58,22 +54,13 @@ const serve = Command.make(
     user: Options.text("user").pipe(Options.optional, Options.withDescription("user inside the sandbox (default root)"))
   },
   (options) =>
-    Effect.gen(function*() {
-      const sandbox = yield* openSandbox(options)
-      const server = yield* SandboxSsh.make(sandbox).prepareServer({
-        hostKeyPath: Option.getOrUndefined(options.hostKey),
-        authorizedKeysPath: Option.getOrUndefined(options.authorizedKeys),
+    Effect.flatMap(SshKeys.SshKeys, (keys) =>
+      serve({
+        ...options,
+        hostKey: Option.getOrUndefined(options.hostKey),
+        authorizedKeys: Option.getOrUndefined(options.authorizedKeys),
         user: Option.getOrUndefined(options.user)
-      })
-      if (options.stdio) return yield* server.serveConnection()
-      const listener = yield* server.listen({ host: options.host, port: options.port })
-      yield* Console.error(
-        `sandbox-ssh: serving ${sandbox.info.root ?? "sandbox"} (${
-          sandbox.info.isolated ? sandbox.info.isolation : "NOT isolated"
-        }) on ${listener.host}:${listener.port}; host key ${server.hostKey.fingerprint}`
-      )
-      return yield* Effect.never
-    }).pipe(Effect.scoped, withLogging(options.verbose))
+      }, keys)).pipe(withLogging(options.verbose))
 ).pipe(Command.withDescription("serve the sandbox to OpenSSH clients (ssh, sftp, scp, rsync)"))
 
 // exec -------------------------------------------------------------------------------------------
@@ -260,39 +247,12 @@ const configSsh = Command.make(
 
 const main = Command.make("sandbox-ssh").pipe(
   Command.withDescription("SSH for sandboxes: serve them to OpenSSH tools, or run commands in them"),
-  Command.withSubcommands([serve, exec, attach, authorize, configSsh])
+  Command.withSubcommands([serveCommand, exec, attach, authorize, configSsh])
 )
 
 const cli = Command.run(main, { name: "sandbox-ssh", version: "0.1.0" })
 
-// Effect's default logger writes to stdout; the CLI's stdout may be an SSH transport.
-const StderrLogger = Logger.replace(Logger.defaultLogger, Logger.withConsoleError(Logger.logfmtLogger))
-
-/** A person-readable line for a failure: the message of our typed errors, else the whole cause. */
-const report = (cause: Cause.Cause<unknown>): string => {
-  const failure = Cause.failureOption(cause)
-  if (Option.isSome(failure)) {
-    const error = failure.value
-    if (ValidationError.isValidationError(error)) return ""
-    if (error instanceof Error) return `sandbox-ssh: ${error.message}`
-  }
-  return `sandbox-ssh: ${Cause.pretty(cause)}`
-}
-
-// OpenSSH ends a ProxyCommand with SIGHUP: treat it like SIGTERM (which runMain turns into
-// interruption), so `serve --stdio` runs its finalizers and leaves no sandbox directory behind.
-process.once("SIGHUP", () => {
-  process.emit("SIGTERM", "SIGTERM")
-})
-
-cli(process.argv).pipe(
-  Effect.catchAllCause((cause) =>
-    Cause.isInterruptedOnly(cause) ? Effect.void : Effect.sync(() => {
-      const line = report(cause)
-      if (line !== "") process.stderr.write(`${line}\n`)
-      process.exitCode = 1
-    })
-  ),
-  Effect.provide(Layer.mergeAll(NodeContext.layer, SshKeys.layer, StderrLogger)),
-  NodeRuntime.runMain({ disableErrorReporting: true })
+runCli(
+  cli(process.argv).pipe(Effect.provide(Layer.mergeAll(NodeContext.layer, SshKeys.layer, StderrLogger))),
+  { silent: ValidationError.isValidationError, interruptOnHangup: process.argv[2] !== "attach" }
 )

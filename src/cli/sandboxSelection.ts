@@ -1,10 +1,10 @@
 /**
  * How the CLI names a local sandbox: `--root DIR`, or `--name NAME` under the library's home
- * (`<home>/sandboxes/<name>`, created 0700), `default` when neither is given.
+ * (`<home>/sandboxes/<name>`, created 0700), `default` when neither is given. (No @effect/cli
+ * here: the fast `serve --stdio` entry uses it without loading the option parser.)
  *
  * @internal
  */
-import * as Options from "@effect/cli/Options"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
@@ -14,22 +14,6 @@ import { homeDirectory } from "../internal/home.js"
 import * as LocalSandbox from "../LocalSandbox.js"
 import type { Sandbox } from "../Sandbox.js"
 import { SandboxError } from "../SshError.js"
-
-/** @internal */
-export const sandboxOptions = {
-  root: Options.directory("root").pipe(
-    Options.withDescription("host directory of the sandbox (its / when isolated)"),
-    Options.optional
-  ),
-  name: Options.text("name").pipe(
-    Options.withDescription("a sandbox kept under $SANDBOX_SSH_HOME/sandboxes/<name> (default: \"default\")"),
-    Options.optional
-  ),
-  isolation: Options.choice("isolation", ["auto", "bubblewrap", "none"]).pipe(
-    Options.withDescription("auto: bubblewrap when installed, else plain host processes (not isolated)"),
-    Options.withDefault("auto" as const)
-  )
-}
 
 /** @internal */
 export interface SandboxSelection {
