@@ -260,6 +260,22 @@ describe("DockerSandbox file operations (busybox-only image)", () => {
     120_000
   )
 
+  it.scopedLive("a write owns its data once it returns: the caller may reuse the buffer", () =>
+    Effect.gen(function*() {
+      const sandbox = yield* makeSandbox()
+      const buffer = Buffer.alloc(1024 * 1024)
+      const file = yield* sandbox.fs.open("/tmp/reuse", { write: true, create: true })
+      for (let i = 0; i < 8; i++) {
+        buffer.fill(i + 1)
+        yield* file.write(i * buffer.length, buffer)
+      }
+      buffer.fill(0)
+      yield* file.close
+      const counts = yield* sh(sandbox, "od -An -v -tu1 -w1 /tmp/reuse | sort | uniq -c")
+      const lines = counts.stdout.toString().trim().split("\n").map((line) => line.trim().split(/\s+/).map(Number))
+      assert.deepStrictEqual(lines, Array.from({ length: 8 }, (_, i) => [1024 * 1024, i + 1]))
+    }))
+
   it.scopedLive("reports a failed write at close", () =>
     Effect.gen(function*() {
       const sandbox = yield* makeSandbox()

@@ -53,6 +53,8 @@ export interface ExecOptions {
   readonly pty?: WindowSize | undefined
   /** For messages: the command as the caller named it. */
   readonly command: string
+  /** Bytes of stdout buffered here before the stream pushes back on the daemon. Default 1 MiB. */
+  readonly outputBuffer?: number | undefined
 }
 
 interface ExecInspect {
@@ -200,7 +202,7 @@ export const start = (
       subject: target.name,
       body: { Detach: false, Tty: tty, ...(consoleSize === undefined ? {} : { ConsoleSize: consoleSize }) }
     })
-    const { stderr, stdout } = Streams.outputs(socket, tty)
+    const { stderr, stdout } = Streams.outputs(socket, tty, options.outputBuffer)
     const ended = yield* Deferred.make<void>()
     whenEnded(socket, ended)
 

@@ -42,6 +42,10 @@ const BLOCK = 65536
 const SKIP_LIMIT = 4 * 1024 * 1024
 /** How much already-read data is kept for reads that arrive a little late. */
 const HISTORY_LIMIT = 4 * 1024 * 1024
+/** Bytes a reader buffers ahead of the reads. */
+const READ_AHEAD = 8 * 1024 * 1024
+/** Bytes queued on a writer's socket before a write waits. */
+const WRITE_AHEAD = 4 * 1024 * 1024
 /** Out-of-order writes parked until the gap before them is written. */
 const PARKED_LIMIT = 16 * 1024 * 1024
 
@@ -170,11 +174,17 @@ const readFrom = (readable: PassThrough, length: number) =>
     })
   })
 
+/**
+ * Hands data to the writer's socket; waits only when more than `WRITE_AHEAD` bytes are queued, so
+ * the daemon, the container's pipe and `dd` keep working while the next chunks arrive.
+ */
 const write = (stream: Stream, data: Uint8Array) =>
   Effect.async<void>((resume) => {
     const socket = stream.started.socket
     if (socket.destroyed || !socket.writable) return resume(Effect.void)
-    if (socket.write(data)) return resume(Effect.void)
+    // a copy: the caller may reuse its buffer once we return (the SFTP server pools them)
+    socket.write(Buffer.from(data))
+    if (socket.writableLength <= WRITE_AHEAD) return resume(Effect.void)
     const done = () => {
       socket.removeListener("drain", done)
       socket.removeListener("close", done)
@@ -222,7 +232,8 @@ const makeFile = (context: Context, path: string, flags: OpenFlags): SandboxFile
         env: ["LC_ALL=C"],
         user: context.user,
         cwd: "/",
-        command: "dd"
+        command: "dd",
+        outputBuffer: READ_AHEAD
       })
         .pipe(Scope.extend(scope), Effect.onError(() => Scope.close(scope, Exit.void)))
       if (started._tag === "NotStarted") {

@@ -84,8 +84,8 @@ export interface Outputs {
  *
  * @internal
  */
-export const outputs = (socket: Net.Socket, tty: boolean): Outputs => {
-  const stdout = new PassThrough({ highWaterMark: 1024 * 1024 })
+export const outputs = (socket: Net.Socket, tty: boolean, buffer = 1024 * 1024): Outputs => {
+  const stdout = new PassThrough({ highWaterMark: buffer })
   const stderr = new PassThrough({ highWaterMark: 256 * 1024 })
   const sink: Writable = tty ? stdout : new Demultiplexer(stdout, stderr)
   if (tty) stderr.end()
