@@ -12,8 +12,12 @@
  *
  * Streams of a spawned process (`stdout`, `stderr`) are backed by the process's pipes and can each
  * be consumed once. `stdin` stays open until its sink ends: run an empty stream into it to give the
- * process EOF. File operations and TCP connections of an isolated sandbox are not available yet
- * (they fail with `Unsupported`); a non-isolated sandbox uses the host's files and network.
+ * process EOF. File operations and TCP connections of an isolated sandbox are served by an agent
+ * that is the sandbox's init (Node, no capabilities, `no_new_privs`): every path is resolved by the
+ * kernel inside the sandbox's own mount namespace, so `..`, planted symlinks and symlink-swap races
+ * cannot reach host files, and connections start from the sandbox's own network (its loopback).
+ * File operations act as the sandbox's root (without capabilities: permission bits apply). A
+ * non-isolated sandbox uses the host's files and network.
  *
  * @example
  * ```ts
