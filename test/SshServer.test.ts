@@ -86,6 +86,19 @@ describe("SshServer over TCP with OpenSSH's ssh (bubblewrap)", () => {
       assert.strictEqual(killed.code, 255)
     }))
 
+  it.scopedLive("forwards -L to a server that an earlier exec started inside the sandbox", () =>
+    Effect.gen(function*() {
+      const { ssh } = yield* makeEndpoint("bubblewrap")
+      // The sandbox has its own loopback: the port is free inside whatever the host uses.
+      const server = "require('net').createServer((s) => s.end('hello from the sandbox\\n')).listen(7777, '127.0.0.1')"
+      const started = yield* ssh([`nohup /usr/bin/node -e "${server}" >/dev/null 2>&1 &`])
+      assert.strictEqual(started.code, 0)
+      const localPort = yield* freePort
+      yield* Effect.forkScoped(ssh(["-N", "-o", "ExitOnForwardFailure=yes", "-L", `${localPort}:127.0.0.1:7777`]))
+      const received = yield* readFromPort(localPort)
+      assert.strictEqual(received, "hello from the sandbox\n")
+    }))
+
   it.scopedLive("refuses a key that is not authorized", () =>
     Effect.gen(function*() {
       const { setup, listener } = yield* makeEndpoint("bubblewrap")
@@ -257,7 +270,8 @@ const readFromPort = (port: number): Effect.Effect<string> =>
     const socket = net.connect(port, "127.0.0.1")
     let data = ""
     socket.on("data", (chunk) => (data += chunk.toString()))
-    socket.on("end", () => resume(Effect.succeed(data)))
+    // Nothing received: the forward (or the server behind it) is not up yet; try again.
+    socket.on("end", () => resume(data === "" ? Effect.fail(new Error("empty")) : Effect.succeed(data)))
     socket.on("error", (error) => resume(Effect.fail(error)))
   }).pipe(
     Effect.retry(Schedule.intersect(Schedule.spaced("100 millis"), Schedule.recurs(100))),
