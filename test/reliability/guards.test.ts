@@ -25,7 +25,8 @@ import {
   raw,
   remoteId,
   report,
-  ssh2Exec
+  ssh2Exec,
+  timeout
 } from "./support.js"
 
 interface Harness {
@@ -308,7 +309,7 @@ describe("guards: channels and requests", () => {
           }
         }
       }),
-    30_000
+    timeout(30_000)
   )
 
   it.scopedLive("env requests past the limit are refused", () =>

@@ -27,6 +27,9 @@ export const soak = process.env.RELIABILITY_SCALE === "soak"
 /** `ci` in CI, `full` in the soak run. */
 export const scaled = <A>(ci: A, full: A): A => soak ? full : ci
 
+/** A test timeout: `ms` in CI, ten times that in the soak run. */
+export const timeout = (ms: number): number => soak ? ms * 10 : ms
+
 export const MiB = 1024 * 1024
 
 export const hasBwrap = fs.existsSync("/usr/bin/bwrap")
@@ -70,7 +73,7 @@ export interface Snapshot {
   readonly fds: number
   readonly children: number
   readonly childArgs: ReadonlyArray<string>
-  /** Active libuv handles by type, from `process.getActiveResourcesInfo()` (timers excluded). */
+  /** Active libuv handles by type, from `process.getActiveResourcesInfo()` (requests and timers excluded). */
   readonly handles: Readonly<Record<string, number>>
   readonly tcpListeners: number
   readonly heapUsedMiB: number
@@ -109,13 +112,28 @@ const tcpListeners = (): number => {
   return count
 }
 
+/** libuv handles (requests such as CloseReq or WriteWrap come and go, timers are Effect's own). */
+const HANDLE_TYPES = new Set([
+  "TCPServerWrap",
+  "TCPSocketWrap",
+  "TCPWrap",
+  "PipeWrap",
+  "PipeServerWrap",
+  "ProcessWrap",
+  "TTYWrap",
+  "SignalWrap",
+  "UDPWrap",
+  "FSEventWrap",
+  "StatWatcher"
+])
+
 export const snapshot = (options: { readonly gc?: boolean } = {}): Effect.Effect<Snapshot> =>
   Effect.gen(function*() {
     if (options.gc !== false) fullGc()
     const children = yield* descendants(process.pid)
     const handles: Record<string, number> = {}
     for (const type of process.getActiveResourcesInfo()) {
-      if (type === "Timeout" || type === "Immediate") continue
+      if (!HANDLE_TYPES.has(type)) continue
       handles[type] = (handles[type] ?? 0) + 1
     }
     const memory = process.memoryUsage()
