@@ -5,7 +5,8 @@
  * oflag=seek_bytes conv=notrunc` to write). Sequential reads and writes, which is what SFTP
  * clients do, are one stream per handle at the speed of the Engine's exec stream; a read or write
  * at another offset restarts the stream there (~40 ms), and writes that arrive a little out of
- * order are parked until the gap is filled.
+ * order are parked until the gap is filled. A writer queues up to 4 MiB ahead of `dd` (copies of
+ * the caller's buffers) and a reader buffers up to 8 MiB ahead of the reads.
  *
  * Limits: an open file is addressed by its path, not a descriptor — renaming or removing it while
  * it is open affects later reads and writes (a writer recreates a removed file). Writes are
