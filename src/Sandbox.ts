@@ -235,6 +235,10 @@ export interface OpenFlags {
 export interface SandboxFile {
   /** Reads up to `length` bytes at `offset`; an empty array at end of file. */
   readonly read: (offset: number, length: number) => Effect.Effect<Uint8Array, SandboxError>
+  /**
+   * Writes `data` at `offset`. The bytes are lent for the duration of the effect: callers (the
+   * SFTP server) reuse the buffer afterwards, so an implementation that queues them must copy.
+   */
   readonly write: (offset: number, data: Uint8Array) => Effect.Effect<void, SandboxError>
   readonly stat: Effect.Effect<FileAttributes, SandboxError>
   readonly setStat: (attributes: SetAttributes) => Effect.Effect<void, SandboxError>

@@ -5,6 +5,8 @@
  */
 
 /** @since 0.1.0 */
+export * as DockerSandbox from "./DockerSandbox.js"
+/** @since 0.1.0 */
 export * as LocalSandbox from "./LocalSandbox.js"
 /** @since 0.1.0 */
 export * as MemorySandbox from "./MemorySandbox.js"
