@@ -33,3 +33,11 @@ export const signalNumber = (signal: string): number | undefined => {
   const name = `SIG${signal.replace(/^SIG/, "")}` as keyof typeof os.constants.signals
   return os.constants.signals[name]
 }
+
+/** The name of signal number `n` without the `SIG` prefix, e.g. `signalName(15) === "TERM"`. @internal */
+export const signalName = (n: number): string | undefined => {
+  for (const [name, value] of Object.entries(os.constants.signals)) {
+    if (value === n) return name.replace(/^SIG/, "")
+  }
+  return undefined
+}

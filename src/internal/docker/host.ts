@@ -9,19 +9,11 @@
  * @internal
  */
 import * as Fs from "node:fs"
-import * as Os from "node:os"
+import * as Procfs from "../procfs.js"
+import { signalName, signalNumber } from "../signals.js"
 
 /** @internal */
-export const signalNumber = (name: string): number | undefined =>
-  (Os.constants.signals as Record<string, number | undefined>)[`SIG${name}`]
-
-/** @internal */
-export const signalName = (number: number): string | undefined => {
-  for (const [name, value] of Object.entries(Os.constants.signals)) {
-    if (value === number) return name.replace(/^SIG/, "")
-  }
-  return undefined
-}
+export { signalName, signalNumber }
 
 /** Outcome of a signal: delivered, the target is gone, or we may not signal it. @internal */
 export type SignalResult = "sent" | "gone" | "denied"
@@ -46,28 +38,6 @@ export const signalGroup = (pid: number, signal: NodeJS.Signals): SignalResult =
   return group === "gone" ? trySignal(pid, signal) : group
 }
 
-/** @internal */
-export const children = (pid: number): Array<number> => {
-  const result: Array<number> = []
-  let tasks: Array<string>
-  try {
-    tasks = Fs.readdirSync(`/proc/${pid}/task`)
-  } catch {
-    return result
-  }
-  for (const task of tasks) {
-    try {
-      for (const child of Fs.readFileSync(`/proc/${pid}/task/${task}/children`, "utf8").split(" ")) {
-        const n = Number(child)
-        if (child !== "" && Number.isInteger(n)) result.push(n)
-      }
-    } catch {
-      // the task ended meanwhile
-    }
-  }
-  return result
-}
-
 /**
  * SIGKILLs the group led by `pid` and every descendant of `pid` (including those that moved to
  * groups of their own). Never throws.
@@ -76,27 +46,13 @@ export const children = (pid: number): Array<number> => {
  */
 export const killTree = (pid: number): void => {
   if (pid <= 1) return
-  const seen = new Set<number>()
-  const queue = [pid]
-  while (queue.length > 0) {
-    const next = queue.shift()!
-    if (seen.has(next)) continue
-    seen.add(next)
-    queue.push(...children(next))
-  }
+  const tree = Procfs.descendants(pid)
   trySignal(-pid, "SIGKILL")
-  for (const p of seen) trySignal(p, "SIGKILL")
+  for (const p of tree) trySignal(p, "SIGKILL")
 }
 
-/** Start time in clock ticks since boot, or undefined when the process is gone. @internal */
-export const startTime = (pid: number): number | undefined => {
-  try {
-    const stat = Fs.readFileSync(`/proc/${pid}/stat`, "utf8")
-    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19])
-  } catch {
-    return undefined
-  }
-}
+/** @internal */
+export const startTime = Procfs.startTime
 
 /**
  * SIGKILLs the groups we started (`pgid → start time of its leader`) if the leader is still the

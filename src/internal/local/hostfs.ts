@@ -171,7 +171,23 @@ export const make = (workdir: string): SandboxFileSystem => {
     stat: (path) => op("stat", path, async (p) => toAttributes(await FsPromises.stat(p))),
     lstat: (path) => op("lstat", path, async (p) => toAttributes(await FsPromises.lstat(p))),
     open: (path, flags, mode) =>
-      op("open", path, async (p) => fileHandle(await FsPromises.open(p, openFlags(flags), mode ?? 0o666), path)),
+      Effect.async<SandboxFile, SandboxError>((resume) => {
+        // An open can block (a FIFO): keep it interruptible, and close what it opens too late.
+        let interrupted = false
+        const opening = FsPromises.open(resolve(path), openFlags(flags), mode ?? 0o666)
+        opening.then(
+          (handle) => {
+            if (interrupted) void handle.close().catch(() => {})
+            else resume(Effect.succeed(fileHandle(handle, path)))
+          },
+          (error) => {
+            if (!interrupted) resume(Effect.fail(fromNodeError("open", path)(error)))
+          }
+        )
+        return Effect.sync(() => {
+          interrupted = true
+        })
+      }),
     readDirectory: (path) =>
       op("readdir", path, async (p) => {
         const names = await FsPromises.readdir(p)

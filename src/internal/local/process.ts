@@ -20,8 +20,8 @@ import * as Os from "node:os"
 import type { Readable, Writable } from "node:stream"
 import { ProcessExit, type SandboxProcess, type SignalName, type WindowSize } from "../../Sandbox.js"
 import { SandboxError } from "../../SshError.js"
+import * as Procfs from "../procfs.js"
 import { writeChunk } from "../transport/writable.js"
-import * as Procfs from "./procfs.js"
 
 /**
  * What to start on the host, and how to reach the command it runs.

@@ -190,6 +190,8 @@ export const handleSession = (
     })
     // No "sftp" listener: ssh2 then hands `subsystem sftp` over as a raw channel for our own server.
     session.on("subsystem", (acceptSub, rejectSub, info: ssh2.SubsystemInfo) => {
+      // A forced command (authorized_keys command="...") runs instead of any subsystem, as in sshd.
+      if (authorization.forcedCommand !== undefined) return start(acceptSub, rejectSub, info.name)
       if (info.name !== "sftp" || !config.sftp || state.started) return rejectSub?.()
       state.started = true
       const channel = acceptSub()

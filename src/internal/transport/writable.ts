@@ -11,21 +11,26 @@ import * as Effect from "effect/Effect"
 import * as Sink from "effect/Sink"
 import type { Writable } from "node:stream"
 
-/** Waits until everything written to `writable` has been handed to the transport. @internal */
+/**
+ * Waits until everything written to `writable` has been handed to the transport. `drain` is no
+ * signal for that (Node emits it only after a write returned false), so an empty write marks the
+ * end of the queue: its callback runs once every earlier write is done.
+ *
+ * @internal
+ */
 export const flushed = (writable: Writable): Effect.Effect<void> =>
   Effect.async<void>((resume) => {
-    if (writable.writableLength === 0 || writable.destroyed) return resume(Effect.void)
-    const done = () => {
-      cleanup()
+    if (writable.writableLength === 0 || writable.destroyed || writable.writableEnded) return resume(Effect.void)
+    let done = false
+    const finish = () => {
+      if (done) return
+      done = true
+      writable.removeListener("close", finish)
       resume(Effect.void)
     }
-    const cleanup = () => {
-      writable.removeListener("drain", done)
-      writable.removeListener("close", done)
-    }
-    writable.on("drain", done)
-    writable.on("close", done)
-    return Effect.sync(cleanup)
+    writable.once("close", finish)
+    writable.write(Buffer.alloc(0), finish)
+    return Effect.sync(() => writable.removeListener("close", finish))
   })
 
 /**
