@@ -221,14 +221,27 @@ const release = (value: Running | SandboxProcess) =>
   isRunning(value)
     ? Effect.flatMap(Deferred.isDone(value.exit), (done) =>
       (done ? Effect.void : Effect.sync(() => {
-        if (value.child.pid !== undefined) Procfs.signalTree(value.child.pid, "SIGKILL")
+        if (value.child.pid === undefined) return []
+        const tree = Procfs.descendants(value.child.pid)
+        Procfs.signalTree(value.child.pid, "SIGKILL")
+        return tree
       }).pipe(
-        Effect.zipRight(Effect.timeoutOption(Deferred.await(value.exit), Duration.seconds(5)))
+        Effect.tap(() => Effect.timeoutOption(Deferred.await(value.exit), Duration.seconds(5))),
+        // The wrapper dies of the same SIGKILL without waiting for the command it forked: "closed"
+        // means every process of the tree is gone, so wait (bounded) for the rest too.
+        Effect.flatMap((tree) => allGone(tree))
       )).pipe(
         Effect.ensuring(Effect.sync(() => destroyStdio(value.child))),
         Effect.ignore
       ))
     : Effect.void
+
+const allGone = (pids: ReadonlyArray<number>): Effect.Effect<void> => {
+  const poll: Effect.Effect<void> = Effect.suspend(() =>
+    pids.some(Procfs.isAlive) ? Effect.sleep(Duration.millis(2)).pipe(Effect.zipRight(poll)) : Effect.void
+  )
+  return poll.pipe(Effect.interruptible, Effect.timeoutOption(Duration.seconds(2)), Effect.asVoid)
+}
 
 const invalidSignal = (signal: string) =>
   new SandboxError({ reason: "InvalidArgument", operation: "signal", detail: `unknown signal ${signal}` })
