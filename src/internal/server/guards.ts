@@ -272,6 +272,9 @@ export const guardConnection = (
     return ok
   } as typeof socket.write
 
+  /** `env` requests accepted per channel: how many, and their bytes. */
+  const environment = new Map<number, { count: number; bytes: number }>()
+
   // Channels: a bound, and sessions closed before they started are answered and freed.
   wrap("CHANNEL_OPEN", (original) => (p, info: { readonly sender: number }) => {
     if (ended) return
@@ -282,6 +285,7 @@ export const guardConnection = (
   })
   wrap("CHANNEL_CLOSE", (original) => (p, recipient: number) => {
     const entry = lookup(recipient)
+    environment.delete(recipient)
     original(p, recipient)
     if (entry === undefined || !isSession(entry) || entry._channel !== undefined) return
     if (lookup(recipient) !== entry) return
@@ -291,7 +295,6 @@ export const guardConnection = (
   })
 
   // Environment per channel.
-  const environment = new Map<number, { count: number; bytes: number }>()
   wrap("CHANNEL_REQUEST", (original) => (p, recipient: number, type: string, wantReply: boolean, data: any) => {
     if (ended) return
     if (type === "env") {
