@@ -17,6 +17,7 @@ import { ConnectionError } from "../../SshError.js"
 import type { KeyPair } from "../../SshKeys.js"
 import type { Authorization } from "./authorization.js"
 import { handleDirectTcpip } from "./forwarding.js"
+import { guardConnection, guardLogin } from "./guards.js"
 import { handleSession } from "./session.js"
 
 /** What the server knows about the key a client authenticated with. @internal */
@@ -95,6 +96,8 @@ export const serveTransport = (
       const onConnection = (connection: ssh2.Connection) => {
         if ((connection as unknown as { _sock: unknown })._sock !== socket) return
         server.removeListener("connection", onConnection)
+        // ssh2 leaves holes a hostile peer can use to exhaust memory (see guards.ts)
+        guardConnection(connection, socket, runFork)
         connection.on("error", (error) => {
           Deferred.unsafeDone(
             authenticated,
@@ -149,6 +152,8 @@ export const serveTransport = (
         })
       )
       server.injectSocket(socket as unknown as Socket)
+      // login grace time; a peer that leaves before its banner ends the serve
+      yield* guardLogin(socket, authenticated)
 
       if (Duration.toMillis(config.inactivityTimeout) > 0) {
         const timeout = Duration.toMillis(config.inactivityTimeout)
