@@ -84,7 +84,10 @@ export interface SshKeys {
    * never rewritten.
    */
   readonly loadOrCreateHostKey: (path: string) => Effect.Effect<KeyPair, KeyError>
-  /** Parses an authorized_keys file. Bad lines are reported in `problems`, not fatal. */
+  /**
+   * Parses an authorized_keys file. Bad lines are reported in `problems`, not fatal. A file
+   * writable by group or others is refused (`BadPermissions`), as sshd's StrictModes does.
+   */
   readonly readAuthorizedKeys: (path: string) => Effect.Effect<AuthorizedKeys, KeyError>
   /** Parses authorized_keys content held in memory. */
   readonly parseAuthorizedKeys: (content: string) => AuthorizedKeys
@@ -108,14 +111,25 @@ export const make: SshKeys = {
   loadOrCreateHostKey,
   readAuthorizedKeys: (path) =>
     Effect.tryPromise({
-      try: () => fs.readFile(path, "utf8"),
-      catch: (cause) =>
-        new KeyError({
-          reason: (cause as NodeJS.ErrnoException).code === "ENOENT" ? "Missing" : "Unreadable",
+      try: async () => {
+        // As sshd's StrictModes: a file others can write could authorize anyone.
+        const stat = await fs.stat(path)
+        if ((stat.mode & 0o022) !== 0) {
+          throw Object.assign(new Error(`writable by group or others; run: chmod go-w ${path}`), {
+            code: "EBADPERM"
+          })
+        }
+        return fs.readFile(path, "utf8")
+      },
+      catch: (cause) => {
+        const code = (cause as NodeJS.ErrnoException).code
+        return new KeyError({
+          reason: code === "ENOENT" ? "Missing" : code === "EBADPERM" ? "BadPermissions" : "Unreadable",
           path,
-          detail: String(cause),
+          detail: cause instanceof Error ? cause.message : String(cause),
           cause
         })
+      }
     }).pipe(Effect.map((content) => parseAuthorizedKeys(content, path))),
   parseAuthorizedKeys: (content) => parseAuthorizedKeys(content)
 }

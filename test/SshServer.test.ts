@@ -169,6 +169,13 @@ describe("SshServer keys and options", () => {
       assert.strictEqual(missing._tag, "KeyError")
       assert.include(missing.message, "/nonexistent/keys")
       assert.include(missing.message, "sandbox-ssh authorize")
+      fs.chmodSync(authorizedKeysPath, 0o666)
+      const writable = yield* Effect.flip(
+        ssh.prepareServer({ hostKeyPath: Path.join(setup.home, "h"), authorizedKeysPath })
+      )
+      assert.strictEqual(writable._tag, "KeyError")
+      assert.strictEqual((writable as { reason: string }).reason, "BadPermissions")
+      assert.include(writable.message, "chmod go-w")
     }))
 
   it.scopedLive("enforces authorized_keys restrictions: command=, no-pty, from=, environment=", () =>

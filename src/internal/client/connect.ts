@@ -32,17 +32,30 @@ const sameKey = (a: Uint8Array, b: Uint8Array) => a.length === b.length && timin
  * @internal
  */
 export const connect = (options: ConnectOptions): Effect.Effect<ssh2.Client, ConnectionError, Scope.Scope> =>
-  Effect.acquireRelease(
-    Effect.async<ssh2.Client, ConnectionError>((resume) => {
-      const client = new ssh2.Client()
-      client.setMaxListeners(0)
+  Effect.gen(function*() {
+    const client = new ssh2.Client()
+    client.setMaxListeners(0)
+    // The finalizer is registered before the handshake starts (as NodeSocket does), so the
+    // handshake itself stays interruptible: an acquireRelease acquisition would not be.
+    yield* Effect.addFinalizer(() =>
+      Effect.async<void>((resume) => {
+        if (options.sock.destroyed) return resume(Effect.void)
+        const done = () => resume(Effect.void)
+        client.once("close", done)
+        client.end()
+        return Effect.sync(() => client.removeListener("close", done))
+      }).pipe(
+        Effect.interruptible,
+        Effect.timeoutOption("2 seconds"),
+        Effect.ensuring(Effect.sync(() => options.sock.destroy()))
+      )
+    )
+    return yield* Effect.async<ssh2.Client, ConnectionError>((resume) => {
       let settled = false
       const fail = (error: ConnectionError) => {
         if (settled) return
         settled = true
         cleanup()
-        client.end()
-        options.sock.destroy()
         resume(Effect.fail(error))
       }
       const onReady = () => {
@@ -81,23 +94,9 @@ export const connect = (options: ConnectOptions): Effect.Effect<ssh2.Client, Con
         keepaliveInterval: 0
       })
       return Effect.sync(() => {
-        if (settled) return
         settled = true
         cleanup()
-        client.end()
         options.sock.destroy()
       })
-    }),
-    (client) =>
-      Effect.async<void>((resume) => {
-        const sock = options.sock
-        if (sock.destroyed) return resume(Effect.void)
-        const done = () => resume(Effect.void)
-        client.once("close", done)
-        client.end()
-        return Effect.sync(() => client.removeListener("close", done))
-      }).pipe(
-        Effect.timeoutOption("2 seconds"),
-        Effect.ensuring(Effect.sync(() => options.sock.destroy()))
-      )
-  )
+    })
+  })
