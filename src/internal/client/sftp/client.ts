@@ -3,6 +3,7 @@
  *
  * @internal
  */
+import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import * as Sink from "effect/Sink"
@@ -81,12 +82,15 @@ export const makeSftpClient = (session: Session): SftpClient => {
       const head = Buffer.allocUnsafeSlow(size)
       const got = yield* readInto(session, handle, path, head, 0)
       if (got < size) return new Uint8Array(head.buffer, head.byteOffset, got)
-      // The size was a hint: the file may have grown, or be a /proc-like file reporting 0.
-      const tail = yield* Stream.runCollect(
-        streamHandle(session, handle, path, { offset: size, chunkSize: session.maxReadLength })
+      // The size was a hint: the file may have grown, or be a /proc-like file reporting 0. One
+      // request finds out (usually end of file) before reading ahead with many.
+      const probe = Buffer.allocUnsafe(session.maxReadLength)
+      const more = yield* readInto(session, handle, path, probe, size)
+      if (more === 0) return new Uint8Array(head.buffer, head.byteOffset, head.length)
+      const tail = more < probe.length ? Chunk.empty<Uint8Array>() : yield* Stream.runCollect(
+        streamHandle(session, handle, path, { offset: size + more, chunkSize: session.maxReadLength })
       )
-      if (tail.length === 0) return new Uint8Array(head.buffer, head.byteOffset, head.length)
-      return new Uint8Array(Buffer.concat([head, ...tail]))
+      return new Uint8Array(Buffer.concat([head, probe.subarray(0, more), ...tail]))
     })).pipe(Effect.withSpan("SftpClient.read", { attributes: { path } }))
 
   const writeWith = (path: string, flags: number, data: Uint8Array, offset: number, mode?: number) =>

@@ -214,6 +214,11 @@ export const streamHandle = (
  * requests of the session's write size; no more input is taken while `MAX_IN_FLIGHT` requests are
  * unacknowledged. `finish` sends the rest and waits for every acknowledgement.
  *
+ * ssh2's `write` copies the data into its request packet before returning (for at most its write
+ * length, which `size` is), so small chunks are gathered in one reused staging buffer rather than
+ * a fresh `Buffer.concat` per request, and a chunk of at least `size` bytes is sent from where it
+ * is: no allocation per request, and the caller's chunk is free once `push` returns.
+ *
  * @internal
  */
 export const makeWriter = (session: Session, handle: Buffer, path: string, offset: number) => {
@@ -222,22 +227,22 @@ export const makeWriter = (session: Session, handle: Buffer, path: string, offse
   let inFlight = 0
   let failure: SftpError | undefined = undefined
   let wake: (() => void) | undefined = undefined
-  let pending: Array<Buffer> = []
-  let pendingBytes = 0
+  let staging: Buffer | undefined = undefined
+  let staged = 0
 
   const notify = () => {
     const w = wake
     wake = undefined
     w?.()
   }
-  const send = (buffer: Buffer) => {
+  const send = (buffer: Buffer, start: number, length: number) => {
     inFlight++
-    session.sftp.write(handle, buffer, 0, buffer.length, position, (error) => {
+    session.sftp.write(handle, buffer, start, length, position, (error) => {
       inFlight--
       if (error && failure === undefined) failure = session.error(error, "write", path)
       notify()
     })
-    position += buffer.length
+    position += length
   }
   const waitUntil = (ready: () => boolean): Effect.Effect<void, SftpError> =>
     Effect.async<void, SftpError>((resume) => {
@@ -255,39 +260,51 @@ export const makeWriter = (session: Session, handle: Buffer, path: string, offse
     if (failure !== undefined) return Effect.fail(failure)
     return session.ensureOpen("write", path)
   })
-  /** Sends the full requests buffered so far, one by one as the window allows. */
-  const drain = (all: boolean): Effect.Effect<void, SftpError> =>
+  const hasSlot = () => inFlight < MAX_IN_FLIGHT
+  const waitForSlot = Effect.zipRight(checkOpen, waitUntil(hasSlot))
+  /**
+   * Sends `data` from `from`: whole requests straight from it, the remainder (under `size`) into the
+   * staging buffer, which goes out once full. Waits for a free slot before each request.
+   */
+  const feed = (data: Buffer, from: number): Effect.Effect<void, SftpError> =>
     Effect.suspend(() => {
-      if (pendingBytes === 0 || (!all && pendingBytes < size)) return Effect.void
-      const joined = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes)
-      const whole = all ? joined.length : joined.length - (joined.length % size)
-      const rest = joined.subarray(whole)
-      pending = rest.length > 0 ? [rest] : []
-      pendingBytes = rest.length
-      let at = 0
-      const loop: Effect.Effect<void, SftpError> = Effect.suspend(() => {
-        while (at < whole && inFlight < MAX_IN_FLIGHT) {
-          const length = Math.min(size, whole - at)
-          send(joined.subarray(at, at + length))
-          at += length
+      let at = from
+      while (at < data.length) {
+        if (staged === 0 && data.length - at >= size) {
+          if (!hasSlot()) return Effect.zipRight(waitForSlot, feed(data, at))
+          send(data, at, size)
+          at += size
+          continue
         }
-        if (at >= whole) return Effect.void
-        return Effect.zipRight(
-          checkOpen,
-          Effect.zipRight(waitUntil(() => inFlight < MAX_IN_FLIGHT), loop)
-        )
-      })
-      return Effect.zipRight(checkOpen, loop)
+        staging ??= Buffer.allocUnsafeSlow(size)
+        const take = Math.min(size - staged, data.length - at)
+        data.copy(staging, staged, at, at + take)
+        staged += take
+        at += take
+        if (staged === size) {
+          if (!hasSlot()) return Effect.zipRight(waitForSlot, feed(data, at))
+          send(staging, 0, staged)
+          staged = 0
+        }
+      }
+      return Effect.void
     })
+  const flushStaged: Effect.Effect<void, SftpError> = Effect.suspend(() => {
+    if (staged === 0) return Effect.void
+    if (!hasSlot()) return Effect.zipRight(waitForSlot, flushStaged)
+    send(staging!, 0, staged)
+    staged = 0
+    return Effect.void
+  })
   const push = (chunk: Uint8Array): Effect.Effect<void, SftpError> =>
     Effect.suspend(() => {
       if (chunk.length === 0) return Effect.void
-      pending.push(asBuffer(chunk))
-      pendingBytes += chunk.length
-      return drain(false)
+      const data = asBuffer(chunk)
+      // as before: the session is checked only when a request is about to go out
+      return staged + data.length < size ? feed(data, 0) : Effect.zipRight(checkOpen, feed(data, 0))
     })
   const finish: Effect.Effect<void, SftpError> = Effect.zipRight(
-    drain(true),
+    Effect.zipRight(checkOpen, flushStaged),
     waitUntil(() => inFlight === 0)
   )
   return { push, finish, position: () => position }
