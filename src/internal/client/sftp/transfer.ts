@@ -127,6 +127,14 @@ export const writeFrom = (
     })
   })
 
+/**
+ * Bytes a stream reads ahead of its consumer (besides the `MAX_IN_FLIGHT` bound on requests). Each
+ * reply is a buffer of its own that lives until the consumer lets go of it, so 64 requests of
+ * 255 KiB (16 MiB) grew the process by ~140 MiB over a 1 GiB stream, against ~100 MiB with 6 MiB
+ * ahead, at the same throughput.
+ */
+const READ_AHEAD_BYTES = 6 * 1024 * 1024
+
 interface PendingRead {
   readonly offset: number
   readonly length: number
@@ -174,6 +182,11 @@ export const streamHandle = (
       })
       return pending
     }
+    const queuedBytes = () => {
+      let bytes = 0
+      for (const pending of queue) bytes += pending.length
+      return bytes
+    }
     const settled = (pending: PendingRead) =>
       Effect.async<void>((resume) => {
         if (pending.done) return resume(Effect.void)
@@ -187,7 +200,7 @@ export const streamHandle = (
       if (session.gone() !== undefined) {
         return Effect.fail(Option.some(session.error(new Error("the SFTP channel is closed"), "read", path)))
       }
-      while (queue.length < MAX_IN_FLIGHT && next < end) {
+      while (queue.length < MAX_IN_FLIGHT && next < end && (queue.length === 0 || queuedBytes() < READ_AHEAD_BYTES)) {
         const length = Math.min(options.chunkSize, end - next)
         queue.push(issue(next, length))
         next += length
