@@ -69,7 +69,7 @@ export const makeClient = (
           ...(exit._tag === "Signaled" ? { signal: exit.signal } : {})
         }, true)
       })
-    ).pipe(Effect.withSpan("SshClient.exec", { attributes: { command } }))
+    ).pipe(Effect.withSpan("SshClient.exec", { attributes: { command }, captureStackTrace: false }))
 
   return {
     user: options.user,

@@ -10,8 +10,9 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import * as FiberSet from "effect/FiberSet"
+import * as FiberId from "effect/FiberId"
 import * as Option from "effect/Option"
+import * as Runtime from "effect/Runtime"
 import * as Stream from "effect/Stream"
 import type { Writable } from "node:stream"
 import type * as ssh2 from "ssh2"
@@ -29,6 +30,13 @@ interface SessionState {
   pty: PtyOptions | undefined
   process: Deferred.Deferred<SandboxProcess>
   started: boolean
+}
+
+/** Whether the channel's input has ended (EOF received) with nothing left to read. */
+const inputEnded = (channel: ssh2.ServerChannel): boolean => {
+  if (channel.readableEnded) return true
+  const state = (channel as unknown as { _readableState?: { ended?: boolean } })._readableState
+  return state?.ended === true && channel.readableLength === 0
 }
 
 const channelError = (operation: string) => (cause: unknown) =>
@@ -82,22 +90,27 @@ const runProcess = (
         }),
         Effect.ignore
       )
-    const stdin = NodeStream.fromReadable<SandboxError, Uint8Array>(() => channel, channelError("channel read"), {
-      closeOnDone: false
-    }).pipe(
-      Stream.tap(() => Effect.sync(touch)),
-      Stream.run(proc.stdin),
-      Effect.ignore
-    )
+    // `exec` clients usually send EOF right after the request, before the process is up: then the
+    // process's stdin is closed straight away instead of through a pipeline reading the channel.
+    // The channel is still read to its end: ssh2 emits its "close" only after "end".
+    const stdin = inputEnded(channel)
+      ? Effect.suspend(() => {
+        channel.resume()
+        return Stream.run(Stream.empty, proc.stdin)
+      }).pipe(Effect.ignore)
+      : NodeStream.fromReadable<SandboxError, Uint8Array>(() => channel, channelError("channel read"), {
+        closeOnDone: false
+      }).pipe(
+        Stream.tap(() => Effect.sync(touch)),
+        Stream.run(proc.stdin),
+        Effect.ignore
+      )
     const stdinFiber = yield* Effect.fork(stdin)
-    const outputs = yield* Effect.fork(
-      Effect.all([toChannel(proc.stdout, channel), toChannel(proc.stderr, channel.stderr)], {
-        concurrency: 2,
-        discard: true
-      })
-    )
+    const stdoutFiber = yield* Effect.fork(toChannel(proc.stdout, channel))
+    const stderrFiber = yield* Effect.fork(toChannel(proc.stderr, channel.stderr))
     const exit = yield* proc.exit
-    yield* Fiber.join(outputs)
+    yield* Fiber.join(stdoutFiber)
+    yield* Fiber.join(stderrFiber)
     yield* Fiber.interrupt(stdinFiber)
     yield* flushed(channel.stderr)
     yield* flushed(channel)
@@ -135,14 +148,23 @@ export const handleSession = (
   touch: () => void
 ): Effect.Effect<void> =>
   Effect.gen(function*() {
-    const runFork = yield* FiberSet.makeRuntime<never>()
+    // Only window-change and signal run on their own fibers; the one job a session has (a process
+    // or the SFTP server) runs on this fiber, so a session costs no FiberSet or scope of its own.
+    const runtime = yield* Effect.runtime<never>()
+    const pending = new Set<Fiber.RuntimeFiber<void>>()
+    const runFork = (effect: Effect.Effect<void>) => {
+      const fiber = Runtime.runFork(runtime)(effect)
+      pending.add(fiber)
+      fiber.addObserver(() => pending.delete(fiber))
+    }
     const state: SessionState = {
       env: {},
       pty: undefined,
-      process: yield* Deferred.make<SandboxProcess>(),
+      process: Deferred.unsafeMake<SandboxProcess>(FiberId.none),
       started: false
     }
-    const done = yield* Deferred.make<void>()
+    // What this channel runs, once a request picks it; Effect.void when it closes before one does.
+    const job = Deferred.unsafeMake<Effect.Effect<void>>(FiberId.none)
     const session = accept()
     const whenRunning = (f: (proc: SandboxProcess) => Effect.Effect<void, SandboxError>) =>
       Deferred.poll(state.process).pipe(
@@ -161,11 +183,7 @@ export const handleSession = (
       if (state.started) return reject?.()
       state.started = true
       const channel = acceptChannel()
-      runFork(
-        runProcess(channel, command, state, config, authorization, touch).pipe(
-          Effect.ensuring(Deferred.succeed(done, void 0))
-        )
-      )
+      Deferred.unsafeDone(job, Exit.succeed(runProcess(channel, command, state, config, authorization, touch)))
     }
 
     session.on("pty", (acceptPty, rejectPty, info: ssh2.PseudoTtyInfo) => {
@@ -195,16 +213,14 @@ export const handleSession = (
       if (info.name !== "sftp" || !config.sftp || state.started) return rejectSub?.()
       state.started = true
       const channel = acceptSub()
-      runFork(
-        serveSftpChannel(channel, { fs: config.sandbox.fs, user: config.user }).pipe(
-          Effect.ensuring(Deferred.succeed(done, void 0))
-        )
-      )
+      Deferred.unsafeDone(job, Exit.succeed(serveSftpChannel(channel, { fs: config.sandbox.fs, user: config.user })))
     })
     session.on("x11", (_acceptX11, rejectX11) => rejectX11?.())
     session.on("auth-agent", (_acceptAgent, rejectAgent) => rejectAgent?.())
     session.once("close", () => {
-      if (!state.started) Deferred.unsafeDone(done, Exit.void)
+      if (!state.started) Deferred.unsafeDone(job, Exit.succeed(Effect.void))
     })
-    yield* Deferred.await(done)
-  }).pipe(Effect.scoped)
+    yield* Effect.flatten(Deferred.await(job)).pipe(
+      Effect.ensuring(Effect.suspend(() => pending.size === 0 ? Effect.void : Fiber.interruptAll(pending)))
+    )
+  })
