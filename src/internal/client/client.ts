@@ -12,8 +12,61 @@ import { DETACHED_CODE, type ExecOptions, type SshClient } from "../../SshClient
 import { ConnectionError } from "../../SshError.js"
 import { SshOutput } from "../../SshOutput.js"
 import { attachResult } from "./attach.js"
-import { type ClientState, collectReadable, openExec, startProcess } from "./process.js"
+import { type ClientState, openExec, startProcess } from "./process.js"
 import { openSftp } from "./sftp/client.js"
+
+const concat = (chunks: Array<Buffer>): Uint8Array => chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)
+
+/**
+ * Sends all of `input` then EOF, and gathers stdout and stderr until both end: one callback-driven
+ * effect instead of three fibers, as this is the hot path of every exec. The whole input is in
+ * memory already; the channel's own buffer paces it.
+ */
+const collectOutput = (
+  channel: ssh2.ClientChannel,
+  input: Uint8Array | undefined
+): Effect.Effect<readonly [Uint8Array, Uint8Array]> =>
+  Effect.async<readonly [Uint8Array, Uint8Array]>((resume) => {
+    const out: Array<Buffer> = []
+    const err: Array<Buffer> = []
+    let outEnded = false
+    let errEnded = false
+    const onOut = (chunk: Buffer) => {
+      out.push(chunk)
+    }
+    const onErr = (chunk: Buffer) => {
+      err.push(chunk)
+    }
+    const cleanup = () => {
+      channel.removeListener("data", onOut)
+      channel.removeListener("end", onOutEnd)
+      channel.stderr.removeListener("data", onErr)
+      channel.stderr.removeListener("end", onErrEnd)
+    }
+    const check = () => {
+      if (!outEnded || !errEnded) return
+      cleanup()
+      resume(Effect.succeed([concat(out), concat(err)] as const))
+    }
+    function onOutEnd() {
+      outEnded = true
+      check()
+    }
+    function onErrEnd() {
+      errEnded = true
+      check()
+    }
+    channel.on("data", onOut)
+    channel.once("end", onOutEnd)
+    channel.stderr.on("data", onErr)
+    channel.stderr.once("end", onErrEnd)
+    if (channel.readableEnded) outEnded = true
+    if (channel.stderr.readableEnded) errEnded = true
+    if (input === undefined) channel.end()
+    else channel.end(input)
+    check()
+    return Effect.sync(cleanup)
+  })
 
 /**
  * Wraps a connected client. `scope` owns the connection: closing the client closes it.
@@ -52,15 +105,14 @@ export const makeClient = (
     Effect.scoped(
       Effect.gen(function*() {
         const { channel, exit: exited } = yield* openExec(state, command, execOptions)
-        const [stdout, stderr] = yield* Effect.all([
-          collectReadable(channel),
-          collectReadable(channel.stderr),
-          Effect.sync(() => {
-            // The whole input is in memory already; the channel's own buffer paces it.
-            if (execOptions.stdin === undefined) channel.end()
-            else channel.end(typeof execOptions.stdin === "string" ? Buffer.from(execOptions.stdin) : execOptions.stdin)
-          })
-        ], { concurrency: "unbounded" })
+        const [stdout, stderr] = yield* collectOutput(
+          channel,
+          execOptions.stdin === undefined
+            ? undefined
+            : typeof execOptions.stdin === "string"
+            ? Buffer.from(execOptions.stdin)
+            : execOptions.stdin
+        )
         const exit = yield* Deferred.await(exited)
         return new SshOutput({
           status: exit.code,
