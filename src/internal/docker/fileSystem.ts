@@ -34,6 +34,7 @@ import type {
   SetAttributes
 } from "../../Sandbox.js"
 import { SandboxError } from "../../SshError.js"
+import { fileTypeOf } from "../fileMode.js"
 import { type Agent, toolError } from "./agent.js"
 import * as Exec from "./exec.js"
 import * as Streams from "./streams.js"
@@ -49,27 +50,6 @@ const READ_AHEAD = 8 * 1024 * 1024
 const WRITE_AHEAD = 4 * 1024 * 1024
 /** Out-of-order writes parked until the gap before them is written. */
 const PARKED_LIMIT = 16 * 1024 * 1024
-
-const typeOf = (mode: number): FileAttributes["type"] => {
-  switch (mode & 0o170000) {
-    case 0o100000:
-      return "File"
-    case 0o040000:
-      return "Directory"
-    case 0o120000:
-      return "SymbolicLink"
-    case 0o060000:
-      return "BlockDevice"
-    case 0o020000:
-      return "CharacterDevice"
-    case 0o010000:
-      return "FIFO"
-    case 0o140000:
-      return "Socket"
-    default:
-      return "Unknown"
-  }
-}
 
 /** Parses the 7 fields of `STAT_FORMAT`. @internal */
 export const parseStat = (text: string): FileAttributes | undefined => {
@@ -87,7 +67,7 @@ export const parseStat = (text: string): FileAttributes | undefined => {
   if (!Number.isFinite(mode) || [size, uid, gid, atime, mtime, nlink].some((n) => !Number.isFinite(n))) {
     return undefined
   }
-  return { type: typeOf(mode), size, uid, gid, mode, atime, mtime, nlink }
+  return { type: fileTypeOf(mode), size, uid, gid, mode, atime, mtime, nlink }
 }
 
 /**

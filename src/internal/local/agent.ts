@@ -34,6 +34,7 @@ import type {
   SetAttributes
 } from "../../Sandbox.js"
 import { SandboxError, type SandboxErrorReason } from "../../SshError.js"
+import { fileTypeOf } from "../fileMode.js"
 import type { AgentChannel } from "./agentChannel.js"
 import {
   attrsLength,
@@ -81,32 +82,11 @@ class Malformed extends Error {}
 
 const malformed = (what: string) => new Malformed(`the agent sent a malformed ${what}`)
 
-const typeOf = (mode: number): FileAttributes["type"] => {
-  switch (mode & 0o170000) {
-    case 0o100000:
-      return "File"
-    case 0o040000:
-      return "Directory"
-    case 0o120000:
-      return "SymbolicLink"
-    case 0o060000:
-      return "BlockDevice"
-    case 0o020000:
-      return "CharacterDevice"
-    case 0o010000:
-      return "FIFO"
-    case 0o140000:
-      return "Socket"
-    default:
-      return "Unknown"
-  }
-}
-
 const decodeAttributes = (payload: Buffer, offset: number): FileAttributes => {
   if (payload.length < offset + attrsLength) throw malformed("attributes reply")
   const mode = payload.readUInt32LE(offset)
   return {
-    type: typeOf(mode),
+    type: fileTypeOf(mode),
     size: payload.readDoubleLE(offset + 16),
     uid: payload.readUInt32LE(offset + 4),
     gid: payload.readUInt32LE(offset + 8),

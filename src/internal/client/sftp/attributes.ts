@@ -6,6 +6,7 @@
 import type * as ssh2 from "ssh2"
 import type { FileInfo, FileSystemStats, FileType, SetAttributes } from "../../../SftpClient.js"
 import { SftpError, type SftpErrorReason } from "../../../SshError.js"
+import { fileTypeOf } from "../../fileMode.js"
 
 /** SFTP v3 status codes (draft-ietf-secsh-filexfer-02 §7). @internal */
 export const Status = {
@@ -64,29 +65,8 @@ export const fromSsh2Error = (
   return new SftpError({ reason, operation, path, detail: message, cause: error })
 }
 
-const S_IFMT = 0o170000
-
 /** @internal */
-export const fileType = (mode: number): FileType => {
-  switch (mode & S_IFMT) {
-    case 0o100000:
-      return "File"
-    case 0o040000:
-      return "Directory"
-    case 0o120000:
-      return "SymbolicLink"
-    case 0o060000:
-      return "BlockDevice"
-    case 0o020000:
-      return "CharacterDevice"
-    case 0o010000:
-      return "FIFO"
-    case 0o140000:
-      return "Socket"
-    default:
-      return "Unknown"
-  }
-}
+export const fileType: (mode: number) => FileType = fileTypeOf
 
 const num = (value: unknown): number => (typeof value === "number" && Number.isFinite(value) ? value : 0)
 
