@@ -602,7 +602,7 @@ describe("sandbox-ssh attach in a real terminal (tmux)", () => {
         yield* sttyUnchanged(dir, "term")
         yield* waitNoProcesses(Path.join(dir, "term"))
 
-        // SIGHUP: nobody else handles it; attach restores the terminal and lets the signal kill.
+        // SIGHUP: the CLI interrupts like SIGTERM (finalizers run, nothing left behind) and exits 129.
         yield* startAttach(t, dir, "hup")
         process.kill(yield* cliPid(t), "SIGHUP")
         yield* t.waitFor(/EXIT:129/)

@@ -254,5 +254,5 @@ const cli = Command.run(main, { name: "sandbox-ssh", version: "0.1.0" })
 
 runCli(
   cli(process.argv).pipe(Effect.provide(Layer.mergeAll(NodeContext.layer, SshKeys.layer, StderrLogger))),
-  { silent: ValidationError.isValidationError, interruptOnHangup: process.argv[2] !== "attach" }
+  { silent: ValidationError.isValidationError, interruptOnHangup: true }
 )

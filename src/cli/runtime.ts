@@ -32,8 +32,7 @@ const report = (cause: Cause.Cause<unknown>, silent: (error: unknown) => boolean
 /**
  * Runs a CLI program to completion: exit code 1 with a one-line report on failure (`silent` marks
  * failures already reported, e.g. the parser's own messages). `interruptOnHangup` makes SIGHUP
- * run the finalizers; `attach` leaves it off, as it restores the terminal and dies of the signal
- * itself, as a terminal program should.
+ * run the finalizers (the sandbox's runtime directory is removed) and exit with 129.
  *
  * @internal
  */

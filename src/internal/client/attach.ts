@@ -89,7 +89,9 @@ const uninstall = () => {
 const register = (restore: () => void) => {
   if (restorers.size === 0) {
     process.on("exit", restoreAll)
-    for (const signal of FATAL_SIGNALS) process.on(signal, onFatalSignal)
+    // First in line: a handler that runs before us (NodeRuntime's) may remove itself, and we would
+    // then think we are alone and kill the program before its finalizers ran.
+    for (const signal of FATAL_SIGNALS) process.prependListener(signal, onFatalSignal)
   }
   restorers.add(restore)
 }
