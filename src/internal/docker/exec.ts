@@ -17,12 +17,11 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
-import * as Sink from "effect/Sink"
-import * as Stream from "effect/Stream"
 import type * as Net from "node:net"
 import type { PassThrough } from "node:stream"
 import { ProcessExit, type SandboxProcess, type SignalName, type WindowSize } from "../../Sandbox.js"
 import { SandboxError } from "../../SshError.js"
+import { isValidSize, notStartedProcess, stdinError, streamError } from "../sandboxProcess.js"
 import type { Engine } from "./engine.js"
 import * as Host from "./host.js"
 import * as Streams from "./streams.js"
@@ -63,40 +62,10 @@ interface ExecInspect {
   readonly Pid: number
 }
 
-const streamError = (operation: string) => (cause: unknown) =>
-  new SandboxError({
-    reason: "TransportFailed",
-    operation,
-    detail: cause instanceof Error ? cause.message : String(cause),
-    cause
-  })
-
-const stdinError = (cause: unknown) =>
-  new SandboxError({
-    reason: "Closed",
-    operation: "process stdin",
-    detail: cause instanceof Error ? cause.message : String(cause),
-    cause
-  })
-
-/** @internal */
-export const isValidSize = (size: WindowSize): boolean =>
-  Number.isInteger(size.cols) && Number.isInteger(size.rows) && size.cols > 0 && size.rows > 0 &&
-  size.cols <= 65535 && size.rows <= 65535
-
 /** A command the runtime could not start, reported as a shell would: 127 not found, else 126. */
 const notStarted = (message: string): SandboxProcess => {
   const text = message.trim()
-  const code = /not found|no such file/i.test(text) ? 127 : 126
-  return {
-    pid: -1,
-    stdin: Sink.drain,
-    stdout: Stream.empty,
-    stderr: Stream.make(new TextEncoder().encode(`sandbox-ssh: ${text}\n`)),
-    exit: Effect.succeed(ProcessExit.Exited({ code })),
-    signal: () => Effect.void,
-    resize: () => Effect.void
-  }
+  return notStartedProcess(text, /not found|no such file/i.test(text) ? 127 : 126)
 }
 
 /** Resolves once the socket's output ended or it closed. */

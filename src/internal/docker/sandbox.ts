@@ -14,6 +14,7 @@ import * as Path from "node:path"
 import type * as DockerSandbox from "../../DockerSandbox.js"
 import type { Sandbox, SpawnOptions } from "../../Sandbox.js"
 import { InvalidOptionError, SandboxError } from "../../SshError.js"
+import { isValidSize } from "../sandboxProcess.js"
 import * as Agent from "./agent.js"
 import * as Engine from "./engine.js"
 import * as Exec from "./exec.js"
@@ -133,7 +134,7 @@ const attach = (
           )
         }
         const pty = spawnOptions.pty
-        if (pty !== undefined && !Exec.isValidSize(pty)) {
+        if (pty !== undefined && !isValidSize(pty)) {
           return yield* Effect.fail(
             new SandboxError({
               reason: "InvalidArgument",

@@ -13,14 +13,14 @@ import * as Effect from "effect/Effect"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Sink from "effect/Sink"
-import * as Stream from "effect/Stream"
 import * as ChildProcess from "node:child_process"
 import * as Fs from "node:fs"
-import * as Os from "node:os"
 import type { Readable, Writable } from "node:stream"
 import { ProcessExit, type SandboxProcess, type SignalName, type WindowSize } from "../../Sandbox.js"
 import { SandboxError } from "../../SshError.js"
 import * as Procfs from "../procfs.js"
+import { isValidSize, notStartedProcess, stdinError, streamError } from "../sandboxProcess.js"
+import { signalNumber } from "../signals.js"
 import { writeChunk } from "../transport/writable.js"
 
 /**
@@ -59,9 +59,6 @@ interface ControlExit {
   readonly coreDumped?: boolean
 }
 
-const signalNumber = (name: string): number | undefined =>
-  (Os.constants.signals as Record<string, number | undefined>)[`SIG${name}`]
-
 const toProcessExit = ([code, signal]: RawExit, control: ControlExit | undefined): ProcessExit => {
   if (control !== undefined) {
     if (typeof control.signal === "string") {
@@ -80,22 +77,6 @@ const toProcessExit = ([code, signal]: RawExit, control: ControlExit | undefined
   return ProcessExit.Exited({ code: code ?? 1 })
 }
 
-const streamError = (operation: string) => (cause: unknown) =>
-  new SandboxError({
-    reason: "TransportFailed",
-    operation,
-    detail: cause instanceof Error ? cause.message : String(cause),
-    cause
-  })
-
-const stdinError = (cause: unknown) =>
-  new SandboxError({
-    reason: "Closed",
-    operation: "process stdin",
-    detail: cause instanceof Error ? cause.message : String(cause),
-    cause
-  })
-
 /** A command that could not be started, reported as a shell would. */
 const notStarted = (launch: Launch, error: NodeJS.ErrnoException): SandboxProcess => {
   const missingCwd = launch.cwd !== undefined && !Fs.existsSync(launch.cwd)
@@ -104,16 +85,7 @@ const notStarted = (launch: Launch, error: NodeJS.ErrnoException): SandboxProces
     : error.code === "ENOENT"
     ? `${launch.command}: not found`
     : `${launch.command}: ${error.code === "EACCES" ? "Permission denied" : error.message}`
-  const code = error.code === "ENOENT" ? 127 : 126
-  return {
-    pid: -1,
-    stdin: Sink.drain,
-    stdout: Stream.empty,
-    stderr: launch.pty ? Stream.empty : Stream.make(new TextEncoder().encode(`sandbox-ssh: ${reason}\n`)),
-    exit: Effect.succeed(ProcessExit.Exited({ code })),
-    signal: () => Effect.void,
-    resize: () => Effect.void
-  }
+  return notStartedProcess(reason, error.code === "ENOENT" ? 127 : 126, !launch.pty)
 }
 
 interface Running {
@@ -340,11 +312,6 @@ const endWritable = (writable: Writable) =>
       writable.removeListener("close", done)
     })
   })
-
-/** @internal */
-export const isValidSize = (size: WindowSize): boolean =>
-  Number.isInteger(size.cols) && Number.isInteger(size.rows) && size.cols > 0 && size.rows > 0 &&
-  size.cols <= 65535 && size.rows <= 65535
 
 /**
  * Starts `launch` in the current scope. Closing the scope kills the process tree if it is still

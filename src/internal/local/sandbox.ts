@@ -13,6 +13,7 @@ import * as Path from "node:path"
 import type { Sandbox, SandboxProcess, SpawnOptions } from "../../Sandbox.js"
 import { type InvalidOptionError, SandboxError } from "../../SshError.js"
 import * as Procfs from "../procfs.js"
+import { isValidSize } from "../sandboxProcess.js"
 import * as Agent from "./agent.js"
 import * as AgentChannel from "./agentChannel.js"
 import * as Bubblewrap from "./bubblewrap.js"
@@ -85,7 +86,7 @@ const nativeMissing = () =>
   })
 
 const checkPty = (options: SpawnOptions) =>
-  options.pty === undefined || LocalProcess.isValidSize(options.pty)
+  options.pty === undefined || isValidSize(options.pty)
     ? Effect.void
     : Effect.fail(
       new SandboxError({
