@@ -43,6 +43,7 @@ import {
   scaled,
   settle,
   snapshot,
+  throwawayClientOptions,
   timeout
 } from "./support.js"
 
@@ -183,18 +184,7 @@ describe("clients vanishing mid-upload", () => {
         const target = Path.join(endpoint.sandbox.info.workdir, "upload.bin")
         const before = yield* snapshot()
         const sftp = ChildProcess.spawn("sftp", [
-          "-F",
-          "/dev/null",
-          "-i",
-          identity,
-          "-o",
-          "IdentitiesOnly=yes",
-          "-o",
-          "StrictHostKeyChecking=no",
-          "-o",
-          "UserKnownHostsFile=/dev/null",
-          "-o",
-          "BatchMode=yes",
+          ...throwawayClientOptions(identity),
           "-l",
           "80000", // 10 MB/s, so that there is a middle to kill it in
           "-P",

@@ -39,6 +39,7 @@ import {
   snapshot,
   soak,
   ssh2Exec,
+  throwawayClientOptions,
   timeout,
   withMemoryPeak
 } from "./support.js"
@@ -80,18 +81,7 @@ const recordFlight = (endpoint: Endpoint): Effect.Effect<Flight, Error, never> =
       relay.listen(0, "127.0.0.1", () => resume(Effect.void))
     })
     const result = yield* run("ssh", [
-      "-F",
-      "/dev/null",
-      "-i",
-      identity,
-      "-o",
-      "IdentitiesOnly=yes",
-      "-o",
-      "StrictHostKeyChecking=no",
-      "-o",
-      "UserKnownHostsFile=/dev/null",
-      "-o",
-      "BatchMode=yes",
+      ...throwawayClientOptions(identity),
       "-o",
       "LogLevel=ERROR",
       "-p",

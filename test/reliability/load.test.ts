@@ -25,6 +25,7 @@ import {
   settle,
   type Snapshot,
   snapshot,
+  throwawayClientOptions,
   timeout,
   withMemoryPeak
 } from "./support.js"
@@ -240,18 +241,7 @@ describe("load", () => {
         const clients = scaled(16, 64)
         const results = yield* Effect.forEach(Array.from({ length: clients }, (_, i) => i), (i) =>
           run("ssh", [
-            "-F",
-            "/dev/null",
-            "-i",
-            identity,
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
+            ...throwawayClientOptions(identity),
             "-o",
             "LogLevel=ERROR",
             "-p",

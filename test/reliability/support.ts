@@ -201,6 +201,22 @@ export const withMemoryPeak = <A, E, R>(
 
 // --- endpoints ------------------------------------------------------------------------------------
 
+/** Options of a throwaway OpenSSH client using `identity` (no config, no known_hosts, batch mode). */
+export const throwawayClientOptions = (identity: string): ReadonlyArray<string> => [
+  "-F",
+  "/dev/null",
+  "-i",
+  identity,
+  "-o",
+  "IdentitiesOnly=yes",
+  "-o",
+  "StrictHostKeyChecking=no",
+  "-o",
+  "UserKnownHostsFile=/dev/null",
+  "-o",
+  "BatchMode=yes"
+]
+
 export interface ClientKey {
   readonly privateKey: string
   readonly publicKey: string
