@@ -532,10 +532,16 @@ describe.skipIf(!hasBwrap)("LocalSandbox agent (bubblewrap): confinement and lif
             fs.renameSync(name + ".tmp", name)
           }
           i++
-          if (i % 1000 === 0) fs.writeFileSync("/root/swaps", String(i))
+          if (i % 100 === 0) {
+            fs.writeFileSync("/root/swaps.tmp", String(i))
+            fs.renameSync("/root/swaps.tmp", "/root/swaps")
+          }
         }`
       const swapping = yield* sandbox.spawn({ command: "/usr/bin/node", args: ["-e", swapper] })
-      yield* eventually(() => Fs.existsSync(Path.join(sandbox.info.root!, "root/swaps")), (ok) => ok)
+      const swapsFile = Path.join(sandbox.info.root!, "root/swaps")
+      const swapCount = () => Number(Fs.readFileSync(swapsFile, "utf8"))
+      yield* eventually(() => Fs.existsSync(swapsFile), (ok) => ok)
+      const swapsBefore = swapCount()
 
       let leaks = 0
       let benign = 0
@@ -555,6 +561,9 @@ describe.skipIf(!hasBwrap)("LocalSandbox agent (bubblewrap): confinement and lif
           if (inner._tag === "Right") leaks++
         })
       yield* Effect.forEach(Array.from({ length: 20_000 }, (_, i) => i), attempt, { concurrency: 16, discard: true })
+      // the swapper kept swapping while the reads ran (its pace depends on the machine, so only that
+      // it ran throughout is asserted, at a granularity of 100 swaps)
+      const swapsDuringReads = swapCount() - swapsBefore
 
       // the control: resolving the same path on the host races into the secret
       let hostLeaks = 0
@@ -568,11 +577,10 @@ describe.skipIf(!hasBwrap)("LocalSandbox agent (bubblewrap): confinement and lif
         if (i % 100 === 99) yield* Effect.yieldNow()
       }
       yield* swapping.signal("KILL")
-      const swaps = Number(Fs.readFileSync(Path.join(sandbox.info.root!, "root/swaps"), "utf8"))
       assert.strictEqual(leaks, 0)
       assert.isAbove(benign, 0, `benign reads (failed ${failed})`)
       assert.isAbove(failed, 0, "some reads hit a missing target")
-      assert.isAbove(swaps, 2_000)
+      assert.isAbove(swapsDuringReads, 0)
       assert.isAbove(hostLeaks, 0, "a naive host-side read leaks under the same race")
     }), 180_000)
 
