@@ -337,13 +337,26 @@ export interface SftpClient {
    * name; an existing remote directory is merged into). Files keep their permission bits,
    * symbolic links are recreated as links, other special files are skipped. Local failures are
    * `PlatformError`s.
+   *
+   * Each regular file is written to a temporary sibling (`.<name>.sandbox-ssh-<hex>`, with the
+   * final permission bits) and renamed onto its target only once every byte is acknowledged and
+   * the file closed, so a failed or interrupted transfer never leaves a short file under the
+   * target's name and an existing target keeps its old content; the temporary file is removed
+   * (best effort: not when the connection is gone). The rename is atomic with
+   * `posix-rename@openssh.com`; a server without it gets RENAME, and when the target exists,
+   * remove-then-RENAME, which is not atomic (a reader may briefly find no file). Symbolic links
+   * and directories are made in place. `write`, `writeSink` and `open` write in place.
    */
   readonly upload: (
     localPath: string,
     remotePath: string,
     options?: TransferOptions
   ) => Effect.Effect<TransferSummary, SftpError | PlatformError.PlatformError>
-  /** Copies a remote file or directory tree to `localPath`, as `upload` does the other way. */
+  /**
+   * Copies a remote file or directory tree to `localPath`, as `upload` does the other way: each
+   * file goes to a local temporary sibling and is renamed (atomically) onto its target when
+   * complete; on failure or interruption the temporary file is removed and the target untouched.
+   */
   readonly download: (
     remotePath: string,
     localPath: string,

@@ -1,7 +1,9 @@
 /**
  * `upload` and `download` of a file or a directory tree between this host and the sandbox:
  * directories first (parents before children), then files with bounded parallelism, then symbolic
- * links. Local failures are `@effect/platform` `SystemError`s, as `NodeFileSystem` reports them.
+ * links. Each regular file is written to a temporary sibling and renamed onto its target once
+ * complete (`atomic.ts`). Local failures are `@effect/platform` `SystemError`s, as
+ * `NodeFileSystem` reports them.
  *
  * @internal
  */
@@ -17,6 +19,7 @@ import * as LocalPath from "node:path"
 import * as PosixPath from "node:path/posix"
 import type { SftpClient, TransferOptions, TransferProgress, TransferSummary } from "../../../SftpClient.js"
 import type { SftpError } from "../../../SshError.js"
+import { replaceRemote, temporarySibling, viaTemporary } from "./atomic.js"
 
 type TransferError = SftpError | PlatformError.PlatformError
 
@@ -174,6 +177,22 @@ const ensureRemoteDirectory = (sftp: SftpClient, path: string, mode: number) =>
     )
   )
 
+/**
+ * Waits until a local write stream has closed its descriptor, destroying it first unless it
+ * already ended: `NodeSink.fromWritable` ends it on success but leaves it open when interrupted.
+ */
+const closeWritable = (get: () => NFS.WriteStream | undefined): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    const writable = get()
+    if (writable === undefined || writable.closed) return resume(Effect.void)
+    const onClose = () => resume(Effect.void)
+    writable.once("close", onClose)
+    if (!writable.writableFinished) writable.destroy()
+    return Effect.sync(() => {
+      writable.removeListener("close", onClose)
+    })
+  }).pipe(Effect.interruptible, Effect.timeoutOption("5 seconds"), Effect.asVoid)
+
 /** @internal */
 export const upload = (
   sftp: SftpClient,
@@ -191,16 +210,23 @@ export const upload = (
     yield* Effect.forEach(plan.files, (file) => {
       const source = LocalPath.join(localPath, file.relative)
       const target = join(remotePath, file.relative, PosixPath)
+      const mode = file.mode & 0o7777
       const report = reporter(source, file.size)
-      return NodeStream.fromReadable<PlatformError.PlatformError, Uint8Array>(
-        () => NFS.createReadStream(source, { highWaterMark: sftp.limits.maxWriteLength }),
-        localError("readFile", source)
-      ).pipe(
-        Stream.tap((chunk) => report(chunk.length)),
-        Stream.run(sftp.writeSink(target, { mode: file.mode & 0o7777 })),
-        Effect.zipRight(sftp.chmod(target, file.mode & 0o7777)),
-        Effect.zipRight(file.size === 0 ? report(0) : Effect.void)
-      )
+      return viaTemporary({
+        temporary: () => temporarySibling(target, PosixPath),
+        write: (temporary) =>
+          NodeStream.fromReadable<PlatformError.PlatformError, Uint8Array>(
+            () => NFS.createReadStream(source, { highWaterMark: sftp.limits.maxWriteLength }),
+            localError("readFile", source)
+          ).pipe(
+            Stream.tap((chunk) => report(chunk.length)),
+            // Completes once the server acknowledged every write and the close.
+            Stream.run(sftp.writeSink(temporary, { mode, flags: "wx" })),
+            Effect.zipRight(sftp.chmod(temporary, mode))
+          ),
+        replace: (temporary, keep) => replaceRemote(sftp, temporary, target, keep),
+        remove: sftp.removeFile
+      }).pipe(Effect.zipRight(file.size === 0 ? report(0) : Effect.void))
     }, { concurrency: options?.concurrency ?? DEFAULT_CONCURRENCY, discard: true })
     for (const link of plan.links) {
       const source = LocalPath.join(localPath, link.relative)
@@ -230,18 +256,27 @@ export const download = (
     yield* Effect.forEach(plan.files, (file) => {
       const source = join(remotePath, file.relative, PosixPath)
       const target = LocalPath.join(localPath, file.relative)
+      const mode = file.mode & 0o7777
       const report = reporter(source, file.size)
-      return sftp.readStream(source).pipe(
-        Stream.tap((chunk) => report(chunk.length)),
-        Stream.run(
-          NodeSink.fromWritable<PlatformError.PlatformError, Uint8Array>(
-            () => NFS.createWriteStream(target, { mode: file.mode & 0o7777 }),
-            localError("writeFile", target)
+      return viaTemporary({
+        temporary: () => temporarySibling(target, LocalPath),
+        write: (temporary) => {
+          let writable: NFS.WriteStream | undefined = undefined
+          return sftp.readStream(source).pipe(
+            Stream.tap((chunk) => report(chunk.length)),
+            Stream.run(
+              NodeSink.fromWritable<PlatformError.PlatformError, Uint8Array>(
+                () => (writable = NFS.createWriteStream(temporary, { mode, flags: "wx" })),
+                localError("writeFile", temporary)
+              )
+            ),
+            Effect.ensuring(closeWritable(() => writable)),
+            Effect.zipRight(local("chmod", temporary, () => FSP.chmod(temporary, mode)))
           )
-        ),
-        Effect.zipRight(local("chmod", target, () => FSP.chmod(target, file.mode & 0o7777))),
-        Effect.zipRight(file.size === 0 ? report(0) : Effect.void)
-      )
+        },
+        replace: (temporary) => local("rename", target, () => FSP.rename(temporary, target)),
+        remove: (temporary) => local("remove", temporary, () => FSP.rm(temporary, { force: true }))
+      }).pipe(Effect.zipRight(file.size === 0 ? report(0) : Effect.void))
     }, { concurrency: options?.concurrency ?? DEFAULT_CONCURRENCY, discard: true })
     for (const link of plan.links) {
       const source = join(remotePath, link.relative, PosixPath)
