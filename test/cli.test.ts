@@ -1,7 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as fs from "node:fs"
+import * as Module from "node:module"
 import * as Path from "node:path"
+import * as vm from "node:vm"
 import { makeOpenSshSetup, run } from "./support/openssh.js"
 
 const bin = Path.resolve(import.meta.dirname, "../bin/sandbox-ssh.js")
@@ -98,4 +100,14 @@ describe("sandbox-ssh CLI", () => {
       assert.include(noKeys.stderr, "sandbox-ssh authorize")
       assert.strictEqual(noKeys.stdout.length, 0)
     }))
+
+  it("serve --stdio runs from a code cache the build wrote and this Node accepts", () => {
+    // bin/code-cache.cjs compiles the bundle exactly so; a missing or rejected cache costs every
+    // ProxyCommand connection the bundle's compile time (the warm-up's failure is only a warning)
+    const bundle = Path.resolve(import.meta.dirname, "../dist/serve-stdio.cjs")
+    const cachedData = fs.readFileSync(`${bundle}.cache`)
+    const script = new vm.Script(Module.wrap(fs.readFileSync(bundle, "utf8")), { filename: bundle, cachedData })
+    assert.isAbove(cachedData.length, 256 * 1024)
+    assert.isFalse(script.cachedDataRejected)
+  })
 })
