@@ -179,8 +179,8 @@ export const measureOurs = (
 ): Effect.Effect<{ readonly samples: Samples; readonly startMs: number }, BenchError> =>
   Effect.scoped(Effect.gen(function*() {
     const cli = Path.join(repo, "bin", "sandbox-ssh.js")
-    if (!fs.existsSync(Path.join(repo, "dist", "cli.mjs"))) {
-      return yield* new BenchError({ message: "dist/cli.mjs is missing: run `npm run build`" })
+    if (!fs.existsSync(Path.join(repo, "dist", "cli.cjs"))) {
+      return yield* new BenchError({ message: "dist/cli.cjs is missing: run `npm run build`" })
     }
     const root = yield* Effect.acquireRelease(
       Effect.sync(() => fs.mkdtempSync(Path.join(os.tmpdir(), "ssb-attach-"))),

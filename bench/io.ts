@@ -44,7 +44,7 @@ import { BenchError, failureOf, run, timed } from "./util.js"
 const MiB = 1024 * 1024
 const repo = fileURLToPath(new URL("..", import.meta.url))
 const cliBin = path.join(repo, "bin", "sandbox-ssh.js")
-const cliBundle = path.join(repo, "dist", "cli.mjs")
+const cliBundle = path.join(repo, "dist", "cli.cjs")
 /** Host key alias of our servers in the ssh config (one host key for all of them). */
 const ALIAS = "sandbox-ssh-bench"
 
@@ -89,7 +89,7 @@ export interface IoResults {
   /** `ssh host true`, new connection each time. */
   readonly connect: Measured<{ readonly anchor: Samples; readonly listener: Samples; readonly stdio: Samples }>
   readonly cliVersion: Measured<Samples>
-  /** Whether `dist/cli.mjs` (what `bin/sandbox-ssh.js` runs) is older than `src/`. */
+  /** Whether `dist/cli.cjs` (what `bin/sandbox-ssh.js` runs) is older than `src/`. */
   readonly cliNote: string
   readonly memory: Measured<MemoryResults>
   /** Entries `serve --stdio` processes left in their TMPDIR (removed by the bench afterwards). */
@@ -173,13 +173,13 @@ const newestMtime = (dir: string): number => {
 
 const cliFreshness = (): string => {
   try {
-    if (!fs.existsSync(cliBundle)) return "dist/cli.mjs missing: run `npm run build`"
+    if (!fs.existsSync(cliBundle)) return "dist/cli.cjs missing: run `npm run build`"
     const stale = fs.statSync(cliBundle).mtimeMs < newestMtime(path.join(repo, "src"))
     return stale
-      ? "dist/cli.mjs is OLDER than src/ (`npm run build` to measure the current code)"
-      : "dist/cli.mjs newer than src/"
+      ? "dist/cli.cjs is OLDER than src/ (`npm run build` to measure the current code)"
+      : "dist/cli.cjs newer than src/"
   } catch (e) {
-    return `cannot check dist/cli.mjs: ${String(e)}`
+    return `cannot check dist/cli.cjs: ${String(e)}`
   }
 }
 

@@ -4,25 +4,13 @@
 import { build } from "esbuild"
 import { spawnSync } from "node:child_process"
 import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
 
-// The whole CLI.
-await build({
-  entryPoints: { cli: "src/cli/main.ts" },
-  outdir: "dist",
-  outExtension: { ".js": ".mjs" },
-  bundle: true,
-  platform: "node",
-  format: "esm",
-  target: "node20",
-  // Native or CommonJS-with-optional-natives packages load from node_modules as usual.
-  external: ["ssh2", "@lydell/node-pty"],
-  banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
-  logLevel: "warning"
-})
-
-// `serve --stdio` alone, without the option parser, ssh2 bundled in (its native binding and
-// cpu-features load from node_modules), as CommonJS: bin/code-cache.cjs runs it with V8's code
-// cache, which needs a classic script.
+// Two bundles: the whole CLI, and `serve --stdio` alone (an OpenSSH ProxyCommand starts one per
+// connection; without the option parser it loads about a third less). ssh2 is bundled in (its
+// native binding and cpu-features load from node_modules), as CommonJS: bin/code-cache.cjs runs
+// them with V8's code cache, which needs a classic script.
 const ssh2Native = {
   name: "ssh2-native",
   setup(build) {
@@ -33,7 +21,7 @@ const ssh2Native = {
   }
 }
 await build({
-  entryPoints: { "serve-stdio": "src/cli/serveStdio.ts" },
+  entryPoints: { cli: "src/cli/main.ts", "serve-stdio": "src/cli/serveStdio.ts" },
   outdir: "dist",
   outExtension: { ".js": ".cjs" },
   bundle: true,
@@ -47,9 +35,25 @@ await build({
   logLevel: "warning"
 })
 
-// The code cache, from one warm-up connection (scripts/warm-code-cache.ts).
-Fs.rmSync("dist/serve-stdio.mjs", { force: true })
-Fs.rmSync("dist/serve-stdio.cjs.cache", { force: true })
+// The code caches: `serve --stdio` from one warm-up connection (scripts/warm-code-cache.ts), the
+// CLI from one `exec` (best effort as well: without a cache the CLI only starts slower).
+for (const old of ["dist/serve-stdio.mjs", "dist/cli.mjs", "dist/serve-stdio.cjs.cache", "dist/cli.cjs.cache"]) {
+  Fs.rmSync(old, { force: true })
+}
 spawnSync(process.execPath, ["--import", "tsx", "scripts/warm-code-cache.ts", "dist/serve-stdio.cjs"], {
   stdio: "inherit"
 })
+const root = Fs.mkdtempSync(Path.join(Os.tmpdir(), "sandbox-ssh-warm-up-"))
+try {
+  const exec = spawnSync(process.execPath, ["bin/sandbox-ssh.js", "exec", "--root", root, "--", "true"], {
+    stdio: ["ignore", "ignore", "inherit"],
+    env: { ...process.env, SANDBOX_SSH_HOME: Path.join(root, ".home"), SANDBOX_SSH_WRITE_CODE_CACHE: "1" },
+    timeout: 60_000
+  })
+  if (exec.status !== 0) {
+    Fs.rmSync("dist/cli.cjs.cache", { force: true })
+    process.stderr.write(`sandbox-ssh build: no code cache for the CLI (it starts slower): exec exited with ${exec.status}\n`)
+  }
+} finally {
+  Fs.rmSync(root, { recursive: true, force: true })
+}

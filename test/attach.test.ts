@@ -455,7 +455,7 @@ const cli = Path.join(repo, "bin", "sandbox-ssh.js")
 
 const bundleBuilt = (): boolean => {
   try {
-    return fs.readFileSync(Path.join(repo, "dist", "cli.mjs"), "utf8").includes("--detach-keys")
+    return fs.readFileSync(Path.join(repo, "dist", "cli.cjs"), "utf8").includes("--detach-keys")
   } catch {
     return false
   }
@@ -514,7 +514,7 @@ const cliPid = (t: Tmux.Tmux) =>
 
 const inTmux = <A, E>(f: (t: Tmux.Tmux, dir: string) => Effect.Effect<A, E, Scope.Scope>) =>
   Effect.gen(function*() {
-    assert.isTrue(bundleBuilt(), "dist/cli.mjs lacks attach: run `npm run build`")
+    assert.isTrue(bundleBuilt(), "dist/cli.cjs lacks attach: run `npm run build`")
     const dir = yield* tempDir
     const result = yield* Effect.scoped(Effect.gen(function*() {
       const t = yield* Tmux.make({ cols: 100, rows: 30, cwd: dir })
@@ -612,7 +612,7 @@ describe("sandbox-ssh attach in a real terminal (tmux)", () => {
 
   it.live("refuses bad detach keys and a non-terminal before the sandbox starts", () =>
     Effect.gen(function*() {
-      assert.isTrue(bundleBuilt(), "dist/cli.mjs lacks attach: run `npm run build`")
+      assert.isTrue(bundleBuilt(), "dist/cli.cjs lacks attach: run `npm run build`")
       const dir = yield* tempDir
       const runCli = (args: ReadonlyArray<string>) =>
         Effect.async<{ code: number | null; stderr: string }>((resume) => {

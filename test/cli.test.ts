@@ -101,13 +101,15 @@ describe("sandbox-ssh CLI", () => {
       assert.strictEqual(noKeys.stdout.length, 0)
     }))
 
-  it("serve --stdio runs from a code cache the build wrote and this Node accepts", () => {
-    // bin/code-cache.cjs compiles the bundle exactly so; a missing or rejected cache costs every
-    // ProxyCommand connection the bundle's compile time (the warm-up's failure is only a warning)
-    const bundle = Path.resolve(import.meta.dirname, "../dist/serve-stdio.cjs")
-    const cachedData = fs.readFileSync(`${bundle}.cache`)
-    const script = new vm.Script(Module.wrap(fs.readFileSync(bundle, "utf8")), { filename: bundle, cachedData })
-    assert.isAbove(cachedData.length, 256 * 1024)
-    assert.isFalse(script.cachedDataRejected)
+  it("the CLI and serve --stdio run from code caches the build wrote and this Node accepts", () => {
+    // bin/code-cache.cjs compiles each bundle exactly so; a missing or rejected cache costs every
+    // start the bundle's compile time (a failed warm-up is only a warning of the build)
+    for (const name of ["cli.cjs", "serve-stdio.cjs"]) {
+      const bundle = Path.resolve(import.meta.dirname, "../dist", name)
+      const cachedData = fs.readFileSync(`${bundle}.cache`)
+      const script = new vm.Script(Module.wrap(fs.readFileSync(bundle, "utf8")), { filename: bundle, cachedData })
+      assert.isAbove(cachedData.length, 256 * 1024, name)
+      assert.isFalse(script.cachedDataRejected, name)
+    }
   })
 })
