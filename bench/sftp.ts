@@ -3,7 +3,8 @@
  * N MiB (default 256), and the streaming pair `writeSink`/`readStream`, each in MiB/s. The bytes
  * read back are compared (sha256) with those written, so a fast but wrong transfer fails.
  *
- * Standalone: `npx tsx bench/sftp.ts [MiB] [rounds]` (LocalSandbox, isolation "none").
+ * Standalone: `npx tsx bench/sftp.ts [MiB] [rounds] [isolation]` (LocalSandbox, isolation "none"
+ * unless told).
  */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -104,7 +105,11 @@ export const measureSftp = (options: SftpBenchOptions = {}): Effect.Effect<SftpB
 if (process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].replace(/^.*\//, "/"))) {
   const mib = Number(process.argv[2] ?? 256)
   const rounds = Number(process.argv[3] ?? 3)
-  Effect.runPromise(measureSftp({ mib, rounds })).then(
+  const isolation = (process.argv[4] ?? "none") as "auto" | "bubblewrap" | "none"
+  Effect.runPromise(Effect.scoped(Effect.flatMap(
+    LocalSandbox.make({ isolation }),
+    (sandbox) => measureSftp({ mib, rounds, sandbox })
+  ))).then(
     (results) => console.log(JSON.stringify(results, null, 2)),
     (error) => {
       console.error(error)
