@@ -65,7 +65,8 @@ export interface LocalSandboxOptions {
   readonly shell?: string | undefined
   /**
    * Working directory of processes that name none. Default `"/root"` in isolated mode (a path inside
-   * the sandbox), the root directory in non-isolated mode (relative paths resolve against it).
+   * the sandbox; users other than root start in their home), the root directory in non-isolated mode
+   * (relative paths resolve against it).
    */
   readonly workdir?: string | undefined
   /** Variables added to the environment of every process (a process's own `env` overrides them). */

@@ -297,7 +297,32 @@ export interface SandboxConnection {
 export interface Sandbox {
   readonly info: SandboxInfo
   readonly spawn: (options: SpawnOptions) => Effect.Effect<SandboxProcess, SandboxError, Scope.Scope>
+  /** File operations with the transport's default identity (the sandbox's root for the isolated ones). */
   readonly fs: SandboxFileSystem
+  /**
+   * File operations with the permissions and identity of `user` (a login name, as in
+   * `SpawnOptions.user`), as that user's processes have them: what the user cannot read stays
+   * unreadable, and what the user creates is owned by the user. The SSH server serves SFTP through
+   * it, as OpenSSH runs `sftp-server` as the logged-in user. Released with the scope; for the
+   * transport's default user it may be `fs` itself. Fails with `InvalidArgument` for a user the
+   * sandbox does not know, and with `Unsupported` where `spawn` would refuse that user too.
+   *
+   * Absent when the transport has no users of its own (`MemorySandbox`): file operations then run
+   * as `fs` whoever the login user is.
+   *
+   * @example
+   * ```ts
+   * import * as Effect from "effect/Effect"
+   * import { Sandbox } from "sandbox-ssh/Sandbox"
+   *
+   * const readAsAlice = Effect.gen(function*() {
+   *   const sandbox = yield* Sandbox
+   *   const fs = sandbox.fileSystemFor === undefined ? sandbox.fs : yield* sandbox.fileSystemFor("alice")
+   *   return yield* fs.stat("/root/secret") // fails with PermissionDenied for a root-only file
+   * }).pipe(Effect.scoped)
+   * ```
+   */
+  readonly fileSystemFor?: ((user: string) => Effect.Effect<SandboxFileSystem, SandboxError, Scope.Scope>) | undefined
   /** Opens a TCP connection from inside the sandbox's network (its loopback included). */
   readonly connect: (host: string, port: number) => Effect.Effect<SandboxConnection, SandboxError, Scope.Scope>
 }

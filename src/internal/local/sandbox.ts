@@ -4,18 +4,22 @@
  *
  * @internal
  */
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
-import type * as ChildProcess from "node:child_process"
+import * as ChildProcess from "node:child_process"
 import * as FsPromises from "node:fs/promises"
+import type * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import type { Sandbox, SandboxProcess, SpawnOptions } from "../../Sandbox.js"
+import type { Sandbox, SandboxFileSystem, SandboxProcess, SpawnOptions } from "../../Sandbox.js"
 import { type InvalidOptionError, SandboxError } from "../../SshError.js"
 import * as Procfs from "../procfs.js"
 import { isValidSize } from "../sandboxProcess.js"
 import * as Agent from "./agent.js"
 import * as AgentChannel from "./agentChannel.js"
+import { agentFileName } from "./agentSource.js"
 import * as Bubblewrap from "./bubblewrap.js"
 import * as HostFs from "./hostfs.js"
 import * as HostNet from "./hostnet.js"
@@ -23,6 +27,7 @@ import * as Options from "./options.js"
 import * as LocalProcess from "./process.js"
 import * as Pty from "./pty.js"
 import * as Users from "./users.js"
+import type { PasswdEntry } from "./users.js"
 
 /**
  * What other local parts (and tests) need to reach a sandbox.
@@ -103,6 +108,124 @@ const enteredGroup = (nsenterPid: number): number | undefined => {
   return Procfs.groupOf(child)?.[0] === child ? child : undefined
 }
 
+const fileSystemError = (error: SandboxError) =>
+  new SandboxError({ reason: error.reason, operation: "open file system", detail: error.detail, cause: error.cause })
+
+/** A user's file agent that did not come up, with what it said on stderr. */
+const userAgentFailed = (user: string, detail: string, cause?: unknown) =>
+  new SandboxError({
+    reason: "SpawnFailed",
+    operation: "open file system",
+    detail: `the file agent of ${JSON.stringify(user)} did not start: ${detail}`,
+    cause
+  })
+
+interface EnteredAgent {
+  readonly child: ChildProcess.ChildProcess
+  readonly exited: Deferred.Deferred<void>
+  readonly stderr: () => string
+}
+
+/**
+ * Starts the agent program inside the sandbox as `user`, through the same entry path as that user's
+ * processes (nsenter + setpriv: the user's uid, gid and groups, no capabilities, no_new_privs), with
+ * `socket` as its fd 4 and a stdin pipe the host keeps open: the agent exits when it closes.
+ */
+const launchUserAgent = (target: number, user: PasswdEntry, socket: Net.Socket) =>
+  Effect.flatMap(Deferred.make<void>(), (exited) =>
+    Effect.async<EnteredAgent, SandboxError>((resume) => {
+      const child = ChildProcess.spawn(
+        Bubblewrap.nsenterPath,
+        Bubblewrap.enterArgs(target, user, undefined, [
+          Bubblewrap.nodeInside(),
+          `${Bubblewrap.runtimeMount}/${agentFileName}`,
+          // for `ps` (and tests): whose agent this is
+          `--user=${user.name}`
+        ]),
+        {
+          stdio: ["pipe", "ignore", "pipe", "ignore", socket],
+          env: { PATH: Bubblewrap.basePath },
+          cwd: "/",
+          // its own process group, as every process of the sandbox: a terminal's Ctrl-C aimed at the
+          // host program does not reach it, and the group can be killed as one
+          detached: true
+        }
+      )
+      let stderr = ""
+      child.stderr!.setEncoding("utf8")
+      child.stderr!.on("data", (data: string) => {
+        if (stderr.length < 8192) stderr += data
+      })
+      child.stderr!.on("error", () => {})
+      child.stdin!.on("error", () => {})
+      child.on("exit", () => Deferred.unsafeDone(exited, Effect.void))
+      const onError = (error: Error) => {
+        child.removeListener("spawn", onSpawn)
+        for (const stream of child.stdio) stream?.destroy()
+        resume(Effect.fail(userAgentFailed(user.name, error.message, error)))
+      }
+      const onSpawn = () => {
+        child.removeListener("error", onError)
+        child.on("error", () => {})
+        resume(Effect.succeed({ child, exited, stderr: () => stderr.trim() }))
+      }
+      child.once("error", onError)
+      child.once("spawn", onSpawn)
+    }))
+
+/** Waits (bounded) until none of `pids` is alive. */
+const allGone = (pids: ReadonlyArray<number>): Effect.Effect<void> => {
+  const poll: Effect.Effect<void> = Effect.suspend(() =>
+    pids.some(Procfs.isAlive) ? Effect.sleep(Duration.millis(2)).pipe(Effect.zipRight(poll)) : Effect.void
+  )
+  return poll.pipe(Effect.interruptible, Effect.timeoutOption(Duration.seconds(2)), Effect.asVoid)
+}
+
+/**
+ * Ends a user's agent: its stdin closes (the agent exits, then nsenter, which waits for it); if it
+ * has not within 2 s, the whole tree is killed. Either way nothing of it is left. Never fails.
+ */
+const stopUserAgent = ({ child, exited }: EnteredAgent) =>
+  Effect.sync(() => child.stdin!.end()).pipe(
+    Effect.zipRight(Effect.timeoutOption(Deferred.await(exited), Duration.seconds(2))),
+    Effect.flatMap((stopped) =>
+      stopped._tag === "Some" ? Effect.void : Effect.suspend(() => {
+        const tree = Procfs.descendants(child.pid!)
+        Procfs.signalTree(child.pid!, "SIGKILL")
+        return Effect.timeoutOption(Deferred.await(exited), Duration.seconds(2)).pipe(
+          Effect.zipRight(allGone(tree))
+        )
+      })
+    ),
+    Effect.ensuring(Effect.sync(() => {
+      for (const stream of child.stdio) stream?.destroy()
+    })),
+    Effect.ignore
+  )
+
+/**
+ * The file operations of `user`: a second agent, run as that user, for the current scope. Ready once
+ * it answered a first request, so that a failure to start is reported here rather than by the
+ * first file operation.
+ */
+const userFileSystem = (target: number, user: PasswdEntry, workdir: string) =>
+  Effect.gen(function*() {
+    // acquired first, so that it is destroyed after the agent has ended
+    const channel = yield* AgentChannel.make
+    const entered = yield* Effect.acquireRelease(launchUserAgent(target, user, channel.peer), stopUserAgent)
+    // the agent holds its end now: the host's copy would hide the agent's exit
+    channel.peer.destroy()
+    const agent = yield* Agent.make({ channel, workdir })
+    yield* agent.fs.realPath("/").pipe(
+      Effect.mapError((error) => userAgentFailed(user.name, entered.stderr() || error.message, error)),
+      Effect.timeoutFail({
+        duration: Duration.seconds(10),
+        onTimeout: () => userAgentFailed(user.name, "no answer within 10 s")
+      })
+    )
+    return agent.fs
+  })
+
 const makeIsolated = (resolved: Options.Resolved, root: string) =>
   Effect.gen(function*() {
     const workdir = resolved.workdir ?? "/root"
@@ -125,6 +248,9 @@ const makeIsolated = (resolved: Options.Resolved, root: string) =>
     channel.peer.destroy()
     // its finalizer runs before the sandbox's: what is in flight then fails with Closed
     const agent = yield* Agent.make({ channel, workdir })
+    // As sshd, a user starts in their home (root's is the default workdir), unless a workdir was
+    // configured for everyone: /root is not even searchable by anyone else.
+    const startDirectory = (user: PasswdEntry) => resolved.workdir !== undefined || user.uid === 0 ? workdir : user.home
 
     const spawn = (options: SpawnOptions) =>
       Effect.gen(function*() {
@@ -146,7 +272,7 @@ const makeIsolated = (resolved: Options.Resolved, root: string) =>
           ...resolved.env,
           ...options.env
         }
-        const cwd = options.cwd ?? workdir
+        const cwd = options.cwd ?? startDirectory(user)
         const args = options.args ?? []
         return yield* LocalProcess.spawn(
           options.pty === undefined
@@ -183,10 +309,24 @@ const makeIsolated = (resolved: Options.Resolved, root: string) =>
         )
       })
 
+    const fileSystemFor = (name: string): Effect.Effect<SandboxFileSystem, SandboxError, Scope.Scope> =>
+      Effect.gen(function*() {
+        if (box.isClosed()) {
+          return yield* Effect.fail(
+            new SandboxError({ reason: "Closed", operation: "open file system", detail: "the sandbox is closed" })
+          )
+        }
+        const user = yield* Effect.mapError(Users.lookup(root, name), fileSystemError)
+        // uid 0 enters with root's own credentials (see enterArgs), which are the main agent's
+        if (user.uid === 0) return agent.fs
+        return yield* userFileSystem(box.target, user, startDirectory(user))
+      })
+
     const sandbox: Sandbox = {
       info: { transport: "local", isolated: true, isolation: "bubblewrap", shell: resolved.shell, workdir, root },
       spawn,
       fs: agent.fs,
+      fileSystemFor,
       connect: agent.connect
     }
     registry.set(sandbox, {
@@ -292,10 +432,21 @@ const makeHost = (resolved: Options.Resolved, root: string) =>
         )
       })
 
+    const fs = HostFs.make(workdir)
     const sandbox: Sandbox = {
       info: { transport: "local", isolated: false, isolation: "none", shell: resolved.shell, workdir, root },
       spawn,
-      fs: HostFs.make(workdir),
+      fs,
+      // as spawn: the host user only, since the host program cannot take on another identity
+      fileSystemFor: (user) =>
+        user === hostUser ? Effect.succeed(fs) : Effect.fail(
+          new SandboxError({
+            reason: "Unsupported",
+            operation: "open file system",
+            detail: `a non-isolated sandbox operates on files as the host user ${hostUser}, ` +
+              `not ${JSON.stringify(user)}`
+          })
+        ),
       connect: HostNet.connect
     }
     registry.set(sandbox, { isolation: "none", root, runtimeDir })
