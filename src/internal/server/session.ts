@@ -213,7 +213,14 @@ export const handleSession = (
       if (info.name !== "sftp" || !config.sftp || state.started) return rejectSub?.()
       state.started = true
       const channel = acceptSub()
-      Deferred.unsafeDone(job, Exit.succeed(serveSftpChannel(channel, { fs: config.sandbox.fs, user: config.user })))
+      Deferred.unsafeDone(
+        job,
+        Exit.succeed(serveSftpChannel(channel, {
+          fs: config.sandbox.fs,
+          fileSystemFor: config.sandbox.fileSystemFor,
+          user: config.user
+        }))
+      )
     })
     session.on("x11", (_acceptX11, rejectX11) => rejectX11?.())
     session.on("auth-agent", (_acceptAgent, rejectAgent) => rejectAgent?.())
