@@ -12,7 +12,7 @@ import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Path from "node:path"
 import type * as DockerSandbox from "../../DockerSandbox.js"
-import type { Sandbox, SpawnOptions } from "../../Sandbox.js"
+import type { Sandbox, SandboxFileSystem, SpawnOptions } from "../../Sandbox.js"
 import { InvalidOptionError, SandboxError } from "../../SshError.js"
 import { isValidSize } from "../sandboxProcess.js"
 import * as Agent from "./agent.js"
@@ -178,10 +178,39 @@ const attach = (
         : Effect.fail(notRunning(options.container, info, "connect")))
     const network = yield* Network.make(containerPid, id, scope)
 
+    // the Engine's default for an exec without a user
+    const defaultUser = user ?? (inspected.Config.User || "root")
+    const fileSystemFor = (name: string): Effect.Effect<SandboxFileSystem, SandboxError, Scope.Scope> =>
+      Effect.gen(function*() {
+        if (closed) {
+          return yield* Effect.fail(
+            new SandboxError({ reason: "Closed", operation: "open file system", detail: "the sandbox is closed" })
+          )
+        }
+        if (name === defaultUser) {
+          return fs
+        }
+        // the same file agent and `dd` execs, exec'd as `name`; they end with the caller's scope
+        const userScope = yield* Effect.scope
+        const userAgent = yield* Agent.make(target, { shell, user: name, size: 2 }, userScope)
+        const userFs = FileSystem.make({ target, agent: userAgent, workdir, user: name, scope: userScope })
+        // the Engine resolves the user when the first exec starts: an unknown one is reported here
+        yield* userFs.realPath("/").pipe(Effect.mapError((error) =>
+          new SandboxError({
+            reason: /unable to find user|no matching entries/i.test(error.message) ? "InvalidArgument" : error.reason,
+            operation: "open file system",
+            detail: `cannot operate on files as ${JSON.stringify(name)}: ${error.detail ?? error.message}`,
+            cause: error
+          })
+        ))
+        return userFs
+      })
+
     return {
       info: { transport: "docker", isolated: true, isolation: "docker", shell, workdir },
       spawn,
       fs,
+      fileSystemFor,
       connect: network.connect
     } satisfies Sandbox
   })
