@@ -11,7 +11,7 @@ import * as LocalSandbox from "../../src/LocalSandbox.js"
 import type { Sandbox } from "../../src/Sandbox.js"
 import * as SandboxSsh from "../../src/SandboxSsh.js"
 import { makeOpenSshSetup, run } from "../support/openssh.js"
-import { hasBwrap, processesWith, sh } from "./support.js"
+import { eventually, hasBwrap, processesWith, sh } from "./support.js"
 
 /** Command lines of alice's file agent: nsenter's and the agent's own (`node agent.cjs --user=alice`). */
 const aliceAgent = "agent.cjs\u0000--user=alice"
@@ -109,12 +109,21 @@ describe.skipIf(!hasBwrap || process.getuid?.() !== 0)("SFTP as the login user (
         yield* sftp.close
       }))
       // the SFTP channel's end reaches the server a moment after the client's close returns
-      const deadline = Date.now() + 5000
-      while (processesWith(aliceAgent).length > 0 && Date.now() < deadline) yield* Effect.sleep("10 millis")
+      assert.deepStrictEqual(yield* eventually(() => processesWith(aliceAgent), (pids) => pids.length === 0), [])
+      // the connection lives on: further SFTP sessions of alice start new agents, and leave no file
+      // descriptor behind (the agent's socket pair, its listener directory, the child's pipes)
+      const openFds = () => Fs.readdirSync("/proc/self/fd").length
+      const before = openFds()
+      for (let i = 0; i < 3; i++) {
+        yield* Effect.scoped(Effect.gen(function*() {
+          const again = yield* alice.sftp()
+          assert.strictEqual(yield* again.realPath("."), "/home/alice")
+          yield* again.close
+        }))
+        yield* eventually(() => processesWith(aliceAgent).length, (n) => n === 0)
+      }
       assert.deepStrictEqual(processesWith(aliceAgent), [])
-      // the connection lives on: another SFTP session of alice starts a new agent
-      const again = yield* alice.sftp()
-      assert.strictEqual(yield* again.realPath("."), "/home/alice")
+      assert.strictEqual(yield* eventually(openFds, (n) => n <= before), before)
     }))
 
   it.scopedLive("closing the sandbox's scope leaves no agent of a user behind", () =>
