@@ -18,6 +18,7 @@ import * as Fs from "node:fs"
 import type { Readable, Writable } from "node:stream"
 import { ProcessExit, type SandboxProcess, type SignalName, type WindowSize } from "../../Sandbox.js"
 import { SandboxError } from "../../SshError.js"
+import { withNodeStdio } from "../nodeStdio.js"
 import * as Procfs from "../procfs.js"
 import { isValidSize, notStartedProcess, stdinError, streamError } from "../sandboxProcess.js"
 import { signalNumber } from "../signals.js"
@@ -270,7 +271,7 @@ const toSandboxProcess = (launch: Launch, running: Running): SandboxProcess => {
     return writeControl({ resize: [size.cols, size.rows] })
   }
 
-  return {
+  return withNodeStdio({
     pid,
     stdin: writableSink(() => child.stdin!, stdinError),
     stdout: NodeStream.fromReadable(() => child.stdout!, streamError("process stdout")),
@@ -278,7 +279,7 @@ const toSandboxProcess = (launch: Launch, running: Running): SandboxProcess => {
     exit: Effect.map(Deferred.await(running.exit), (raw) => toProcessExit(raw, running.control.exit)),
     signal,
     resize
-  }
+  }, { stdin: child.stdin!, stdout: child.stdout!, stderr: child.stderr! })
 }
 
 /**

@@ -16,8 +16,9 @@ import * as Runtime from "effect/Runtime"
 import * as Stream from "effect/Stream"
 import type { Writable } from "node:stream"
 import type * as ssh2 from "ssh2"
-import type { PtyOptions, SandboxProcess, SpawnOptions } from "../../Sandbox.js"
+import type { ProcessExit, PtyOptions, SandboxProcess, SpawnOptions } from "../../Sandbox.js"
 import { SandboxError } from "../../SshError.js"
+import * as NodeStdio from "../nodeStdio.js"
 import { exitSignalName } from "../signals.js"
 import { flushed, writeChunk } from "../transport/writable.js"
 import type { Authorization } from "./authorization.js"
@@ -41,6 +42,34 @@ const inputEnded = (channel: ssh2.ServerChannel): boolean => {
 
 const channelError = (operation: string) => (cause: unknown) =>
   new SandboxError({ reason: "TransportFailed", operation, detail: String(cause), cause })
+
+/**
+ * The bytes of a process with Node stdio (see `nodeStdio.ts`), the same flow as the Stream path —
+ * stdin from the channel (closed at once when the client already sent EOF), stdout and stderr to
+ * the channel until both ended, then the exit — driven by the streams' events: no Stream runs and
+ * no fibers.
+ */
+const nodeStdioCopy = (
+  channel: ssh2.ServerChannel,
+  proc: SandboxProcess,
+  stdio: NodeStdio.NodeStdioStreams,
+  touch: () => void
+): Effect.Effect<ProcessExit, SandboxError> => {
+  const stdin = inputEnded(channel)
+    ? Effect.sync(() => {
+      // still read to its end: ssh2 emits "close" only after "end"
+      channel.resume()
+      NodeStdio.endQuietly(stdio.stdin)
+      return () => {}
+    })
+    : Effect.sync(() => NodeStdio.forward(channel, stdio.stdin, touch))
+  return Effect.acquireUseRelease(
+    stdin,
+    () =>
+      Effect.zipRight(NodeStdio.outputs([[stdio.stdout, channel], [stdio.stderr, channel.stderr]], touch), proc.exit),
+    (stop) => Effect.sync(stop)
+  )
+}
 
 /**
  * Runs one command (or the login shell when `command` is undefined) for the life of `channel`:
@@ -105,13 +134,19 @@ const runProcess = (
         Stream.run(proc.stdin),
         Effect.ignore
       )
-    const stdinFiber = yield* Effect.fork(stdin)
-    const stdoutFiber = yield* Effect.fork(toChannel(proc.stdout, channel))
-    const stderrFiber = yield* Effect.fork(toChannel(proc.stderr, channel.stderr))
-    const exit = yield* proc.exit
-    yield* Fiber.join(stdoutFiber)
-    yield* Fiber.join(stderrFiber)
-    yield* Fiber.interrupt(stdinFiber)
+    const stdio = NodeStdio.nodeStdio(proc)
+    const exit = yield* stdio === undefined
+      ? Effect.gen(function*() {
+        const stdinFiber = yield* Effect.fork(stdin)
+        const stdoutFiber = yield* Effect.fork(toChannel(proc.stdout, channel))
+        const stderrFiber = yield* Effect.fork(toChannel(proc.stderr, channel.stderr))
+        const exit = yield* proc.exit
+        yield* Fiber.join(stdoutFiber)
+        yield* Fiber.join(stderrFiber)
+        yield* Fiber.interrupt(stdinFiber)
+        return exit
+      })
+      : nodeStdioCopy(channel, proc, stdio, touch)
     yield* flushed(channel.stderr)
     yield* flushed(channel)
     if (exit._tag === "Exited") {
