@@ -113,6 +113,40 @@ describe("DockerSandbox file operations (busybox-only image)", () => {
       assert.strictEqual((yield* fs.stat("mine")).uid, 1000)
     }))
 
+  it.scopedLive("fileSystemFor(user) acts as that user; the default user shares fs; an unknown user is refused", () =>
+    Effect.gen(function*() {
+      const sandbox = yield* makeSandbox()
+      yield* writeFile(sandbox.fs, "/root-only", "secret")
+      yield* sandbox.fs.setStat("/root-only", { mode: 0o600 })
+      assert.strictEqual(yield* sandbox.fileSystemFor!("root"), sandbox.fs)
+      yield* Effect.scoped(Effect.gen(function*() {
+        const fs = yield* sandbox.fileSystemFor!("user")
+        assert.strictEqual((yield* Effect.flip(fs.open("/root-only", { read: true }))).reason, "PermissionDenied")
+        assert.strictEqual((yield* Effect.flip(fs.makeDirectory("/root/x"))).reason, "PermissionDenied")
+        yield* writeFile(fs, "/tmp/by-user", "mine")
+        assert.strictEqual((yield* fs.stat("/tmp/by-user")).uid, 1000)
+        assert.strictEqual((yield* readFile(fs, "/tmp/by-user")).toString(), "mine")
+      }))
+      // the root file system is untouched by the user's scope closing
+      assert.strictEqual((yield* readFile(sandbox.fs, "/root-only")).toString(), "secret")
+      assert.strictEqual((yield* sandbox.fs.stat("/tmp/by-user")).uid, 1000)
+      const unknown = yield* Effect.flip(Effect.scoped(sandbox.fileSystemFor!("mallory")))
+      assert.strictEqual(unknown.reason, "InvalidArgument")
+      assert.include(unknown.message, "mallory")
+      // the user's file agent and dd execs ended with its scope
+      const userProcesses = () =>
+        Effect.map(
+          sh(sandbox, "ps -o user,args"),
+          (ps) => ps.stdout.toString().split("\n").filter((line) => line.startsWith("user "))
+        )
+      let left = yield* userProcesses()
+      for (let i = 0; i < 50 && left.length > 0; i++) {
+        yield* Effect.sleep("100 millis")
+        left = yield* userProcesses()
+      }
+      assert.deepStrictEqual(left, [])
+    }))
+
   it.scopedLive("renames without overwriting unless asked, links, symlinks and realpath", () =>
     Effect.gen(function*() {
       const sandbox = yield* makeSandbox({ workdir: "/tmp" })
