@@ -22,7 +22,7 @@ import * as NodeStdio from "../nodeStdio.js"
 import { exitSignalName } from "../signals.js"
 import { flushed, writeChunk } from "../transport/writable.js"
 import type { Authorization } from "./authorization.js"
-import { channelClosed } from "./channel.js"
+import { interruptOnClose } from "./channel.js"
 import type { ServerConfig } from "./connection.js"
 import { serveChannel as serveSftpChannel } from "./sftp/channel.js"
 
@@ -159,8 +159,7 @@ const runProcess = (
     }
     channel.end()
   })
-  return Effect.scoped(body).pipe(
-    Effect.raceFirst(channelClosed(channel)),
+  return interruptOnClose(channel, Effect.scoped(body)).pipe(
     Effect.catchAllCause((cause) =>
       Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logWarning("session failed", cause)
     ),

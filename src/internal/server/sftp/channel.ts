@@ -19,6 +19,7 @@ import * as Effect from "effect/Effect"
 import type * as ssh2 from "ssh2"
 import type { Sandbox, SandboxFileSystem } from "../../../Sandbox.js"
 import { flushed } from "../../transport/writable.js"
+import { channelClosed } from "../channel.js"
 import { serve } from "./server.js"
 
 /** @internal */
@@ -36,17 +37,6 @@ export interface SftpChannelOptions {
   readonly maxInFlight?: number | undefined
   readonly maxHandles?: number | undefined
 }
-
-const isClosed = (channel: ssh2.ServerChannel): boolean =>
-  (channel as unknown as { incoming?: { state?: string } }).incoming?.state === "closed"
-
-const channelClosed = (channel: ssh2.ServerChannel): Effect.Effect<void> =>
-  Effect.async<void>((resume) => {
-    if (isClosed(channel)) return resume(Effect.void)
-    const done = () => resume(Effect.void)
-    channel.once("close", done)
-    return Effect.sync(() => channel.removeListener("close", done))
-  })
 
 /**
  * Serves SFTP on `channel` until the client ends it or closes it. Never fails: a malformed packet
