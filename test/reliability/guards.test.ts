@@ -13,9 +13,9 @@ import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as net from "node:net"
 import ssh2 from "ssh2"
-import { eventually } from "../local/support.js"
 import { guardConnection, guardLogin, type GuardOptions } from "../../src/internal/server/guards.js"
 import type { ConnectionError } from "../../src/SshError.js"
+import { eventually } from "../local/support.js"
 import {
   closedWithin,
   connectSsh2,
