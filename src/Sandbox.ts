@@ -308,7 +308,8 @@ export interface Sandbox {
    * sandbox does not know, and with `Unsupported` where `spawn` would refuse that user too.
    *
    * Absent when the transport has no users of its own (`MemorySandbox`): file operations then run
-   * as `fs` whoever the login user is.
+   * as `fs` whoever the login user is. A sandbox that decorates another's `fs` (to log, count or
+   * restrict) decorates what this returns too, or the SSH server's SFTP goes around it.
    *
    * @example
    * ```ts

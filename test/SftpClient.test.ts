@@ -14,7 +14,7 @@ import * as OS from "node:os"
 import * as Path from "node:path"
 import * as LocalSandbox from "../src/LocalSandbox.js"
 import * as MemorySandbox from "../src/MemorySandbox.js"
-import type { Sandbox, SandboxFile } from "../src/Sandbox.js"
+import type { Sandbox, SandboxFile, SandboxFileSystem } from "../src/Sandbox.js"
 import * as SandboxSsh from "../src/SandboxSsh.js"
 import * as SftpClient from "../src/SftpClient.js"
 import type * as SshClient from "../src/SshClient.js"
@@ -58,9 +58,18 @@ const instrument = (sandbox: Sandbox, options: { readonly writeDelayMillis?: num
       )
     }
   }
+  const instrumentFs = (fs: SandboxFileSystem): SandboxFileSystem => ({
+    ...fs,
+    open: (path, flags, mode) => Effect.map(fs.open(path, flags, mode), wrap)
+  })
+  // the SSH server's SFTP goes through fileSystemFor(user) when the sandbox has it
+  const { fileSystemFor } = sandbox
   const instrumented: Sandbox = {
     ...sandbox,
-    fs: { ...sandbox.fs, open: (path, flags, mode) => Effect.map(sandbox.fs.open(path, flags, mode), wrap) }
+    fs: instrumentFs(sandbox.fs),
+    ...(fileSystemFor === undefined ? {} : {
+      fileSystemFor: (user: string) => Effect.map(fileSystemFor(user), instrumentFs)
+    })
   }
   return { sandbox: instrumented, stats }
 }
