@@ -11,11 +11,15 @@
  * are reachable through their "other" bits only, and `chown` to another owner fails (`EPERM`),
  * exactly as for the sandbox's own root processes.
  *
- * Init contract (see `bubblewrap.ts`): the shell that `exec`s it has said `ready`; it exits when
- * stdin closes (or when the host's socket closes). The protocol (`agentProtocol.ts`) runs on fd 4, a Unix
- * socket to the host.
+ * The same program also serves `Sandbox.fileSystemFor(user)`: started for a login user through the
+ * entry path of that user's processes (`nsenter` + `setpriv`: the user's uid, gid and groups, no
+ * capabilities), it then has exactly that user's permissions.
  *
- * The agent is reachable by the sandbox's root (same uid: it may be signalled or traced), so the host
+ * Contract (see `bubblewrap.ts` for the init, `sandbox.ts` for a user's agent): it exits when stdin
+ * closes (or when the host's socket closes); as the init, the shell that `exec`s it has said
+ * `ready` first. The protocol (`agentProtocol.ts`) runs on fd 4, a Unix socket to the host.
+ *
+ * An agent is reachable by processes of its own uid (it may be signalled or traced), so the host
  * treats everything it says as untrusted input.
  *
  * @internal
