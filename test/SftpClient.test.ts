@@ -5,7 +5,6 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
-import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { createHash, randomBytes } from "node:crypto"
@@ -19,6 +18,7 @@ import * as SandboxSsh from "../src/SandboxSsh.js"
 import * as SftpClient from "../src/SftpClient.js"
 import type * as SshClient from "../src/SshClient.js"
 import type { SftpError } from "../src/SshError.js"
+import { waitUntil } from "./local/support.js"
 
 const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex")
 const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes)
@@ -73,12 +73,6 @@ const instrument = (sandbox: Sandbox, options: { readonly writeDelayMillis?: num
   }
   return { sandbox: instrumented, stats }
 }
-
-/** Waits (up to 5 s) until `predicate` holds. */
-const eventually = (predicate: () => boolean, what: string) =>
-  Effect.suspend(() => predicate() ? Effect.void : Effect.fail(new Error(`not yet: ${what}`))).pipe(
-    Effect.retry(Schedule.spaced("20 millis").pipe(Schedule.upTo("5 seconds")))
-  )
 
 const backends = [
   { name: "LocalSandbox (none)", make: () => LocalSandbox.make({ isolation: "none" }) },
@@ -303,7 +297,7 @@ describe.each(backends)("SftpClient on $name", (backend) => {
         assert.strictEqual(stats.open, 1)
         yield* sftp.close
         yield* sftp.close
-        yield* eventually(() => stats.open === 0, "the server closed the handle")
+        yield* waitUntil(() => stats.open === 0, "the server closed the handle")
         const error = yield* Effect.flip(sftp.read("held.txt"))
         assert.strictEqual(error.reason, "NoConnection")
         assert.strictEqual((yield* Effect.flip(file.read(0, 4))).reason, "NoConnection")
@@ -347,7 +341,7 @@ describe.each(backends)("SftpClient on $name", (backend) => {
         yield* Scope.extend(sftp.open("scoped.txt", "r"), scope)
         assert.strictEqual(stats.open, 2)
         yield* Scope.close(scope, Exit.void)
-        yield* eventually(() => stats.open === 0, "handles closed")
+        yield* waitUntil(() => stats.open === 0, "handles closed")
         assert.strictEqual((yield* Effect.flip(sftp.stat("scoped.txt"))).reason, "NoConnection")
       }), {
       instrument: (sandbox) => {
@@ -365,15 +359,15 @@ describe.each(backends)("SftpClient on $name", (backend) => {
         const stats = probe.stats!
         const data = randomBytes(32 * 1024 * 1024)
         const write = yield* Effect.fork(sftp.write("interrupted.bin", data))
-        yield* eventually(() => stats.writtenBytes > 0, "the write started")
+        yield* waitUntil(() => stats.writtenBytes > 0, "the write started")
         yield* Fiber.interrupt(write)
-        yield* eventually(() => stats.open === 0, "the write handle was closed")
+        yield* waitUntil(() => stats.open === 0, "the write handle was closed")
 
         yield* sftp.write("whole.bin", data)
         const read = yield* Effect.fork(Stream.runDrain(sftp.readStream("whole.bin", { chunkSize: 4096 })))
-        yield* eventually(() => stats.readBytes > 0, "the read started")
+        yield* waitUntil(() => stats.readBytes > 0, "the read started")
         yield* Fiber.interrupt(read)
-        yield* eventually(() => stats.open === 0, "the read handle was closed")
+        yield* waitUntil(() => stats.open === 0, "the read handle was closed")
         // The session is still usable.
         assert.strictEqual((yield* sftp.stat("whole.bin")).size, data.length)
       }), {

@@ -14,9 +14,10 @@ import * as MemorySandbox from "../src/MemorySandbox.js"
 import type { SandboxFile, SandboxFileSystem } from "../src/Sandbox.js"
 import * as SandboxSsh from "../src/SandboxSsh.js"
 import { SandboxError } from "../src/SshError.js"
+import { waitUntil } from "./local/support.js"
 import { makeOpenSshSetup, run } from "./support/openssh.js"
 import type { Fields } from "./support/sftpPackets.js"
-import { attrs, eventually, init, request, startSession, status, str, T, u32, u64 } from "./support/sftpPackets.js"
+import { attrs, init, request, startSession, status, str, T, u32, u64 } from "./support/sftpPackets.js"
 import { localServer, memoryServer, opensshServer, runSftp, tempDir } from "./support/sftpStdio.js"
 
 const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex")
@@ -351,7 +352,7 @@ describe("SFTP protocol, byte by byte", () => {
     Effect.gen(function*() {
       const session = yield* startSession(yield* memoryFs)
       session.send(init)
-      yield* eventually(() => session.parser.replies.length > 0, "VERSION")
+      yield* waitUntil(() => session.parser.replies.length > 0, "VERSION")
       const version = session.parser.replies[0]!
       assert.strictEqual(version.type, T.VERSION)
       assert.strictEqual(version.id, 3) // the version sits where other replies have their id
@@ -599,7 +600,7 @@ describe("SFTP protocol, byte by byte", () => {
       const probe = instrumented(yield* memoryFs)
       const session = yield* startSession(probe.fs)
       session.send(init)
-      yield* eventually(() => session.parser.replies.length === 1, "VERSION")
+      yield* waitUntil(() => session.parser.replies.length === 1, "VERSION")
       probe.hold()
       // 1,000 STATs of 4 KiB each (a long path to /root), written as fast as the input takes them,
       // resuming on a later turn as a socket or channel would (not from inside the reader's read()).
@@ -615,13 +616,13 @@ describe("SFTP protocol, byte by byte", () => {
         }
         next()
       }))
-      yield* eventually(() => probe.counters.stat === 64, "64 stats started")
+      yield* waitUntil(() => probe.counters.stat === 64, "64 stats started")
       yield* Effect.sleep(200)
       assert.strictEqual(probe.counters.stat, 64, "no request beyond the bound started")
       assert.isBelow(sent, 200, "the server stopped reading, so the client could not write more")
       probe.release()
       yield* Fiber.join(sender)
-      yield* eventually(() => session.parser.replies.length === 1001, "1000 replies")
+      yield* waitUntil(() => session.parser.replies.length === 1001, "1000 replies")
       const replies = session.parser.replies.slice(1)
       assert.strictEqual(new Set(replies.map((r) => r.id)).size, 1000)
       assert.isTrue(replies.every((r) => r.type === T.ATTRS))
@@ -633,11 +634,11 @@ describe("SFTP protocol, byte by byte", () => {
       const probe = instrumented(sandbox.fs)
       const session = yield* startSession(probe.fs, { read: false, outputHighWaterMark: 64 * 1024 })
       session.send(init)
-      yield* eventually(() => session.output.readableLength > 0, "VERSION")
+      yield* waitUntil(() => session.output.readableLength > 0, "VERSION")
       const version = session.output.read() as Buffer
       assert.strictEqual(version[4], T.VERSION)
       session.send(request(T.OPEN, 1, str("/root/big"), u32(O_READ), attrs()))
-      yield* eventually(() => session.output.readableLength > 0, "HANDLE")
+      yield* waitUntil(() => session.output.readableLength > 0, "HANDLE")
       const handle = (session.output.read() as Buffer).subarray(13, 17)
       // 1,000 reads of 255 KiB would be 255 MiB of replies.
       for (let i = 0; i < 1000; i++) {
@@ -650,7 +651,7 @@ describe("SFTP protocol, byte by byte", () => {
       // Reading the replies lets every request through.
       let total = 0
       session.output.on("data", (chunk: Buffer) => total += chunk.length)
-      yield* eventually(() => total === 1000 * (13 + 261120), "all replies", 30_000)
+      yield* waitUntil(() => total === 1000 * (13 + 261120), "all replies", 30_000)
       assert.strictEqual(probe.counters.reads, 1000)
     }))
 
@@ -681,7 +682,7 @@ describe("SFTP protocol, byte by byte", () => {
       handleOf(yield* session.call(T.OPEN, 1, str("/root/a"), u32(O_WRITE | O_CREAT), attrs()))
       probe.hold()
       session.send(request(T.STAT, 2, str("/root"))) // held forever
-      yield* eventually(() => probe.counters.stat === 1, "stat started")
+      yield* waitUntil(() => probe.counters.stat === 1, "stat started")
       yield* Fiber.interrupt(session.server)
       assert.strictEqual(probe.counters.closed, 1)
     }))

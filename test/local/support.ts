@@ -68,4 +68,13 @@ export const eventually = <A>(check: () => A, ok: (a: A) => boolean, millis = 50
     return value
   })
 
+/** Waits until `predicate` holds, polling; a defect naming `what` when it does not within `timeoutMs`. */
+export const waitUntil = (predicate: () => boolean, what: string, timeoutMs = 10_000): Effect.Effect<void> =>
+  Effect.suspend(function loop(): Effect.Effect<void> {
+    return predicate() ? Effect.void : Effect.zipRight(Effect.sleep(2), Effect.suspend(loop))
+  }).pipe(
+    Effect.timeoutFail({ duration: timeoutMs, onTimeout: () => new Error(`timed out waiting for ${what}`) }),
+    Effect.orDie
+  )
+
 export const hasBwrap = Fs.existsSync("/usr/bin/bwrap")

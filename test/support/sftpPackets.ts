@@ -172,12 +172,3 @@ export const startSession = (
       call: (type, id, ...fields) => Effect.zipRight(Effect.sync(() => send(request(type, id, ...fields))), reply(id))
     }
   })
-
-/** Waits until `predicate` holds, polling. */
-export const eventually = (predicate: () => boolean, what: string, timeoutMs = 10_000): Effect.Effect<void> =>
-  Effect.suspend(function loop(): Effect.Effect<void> {
-    return predicate() ? Effect.void : Effect.zipRight(Effect.sleep(2), Effect.suspend(loop))
-  }).pipe(
-    Effect.timeoutFail({ duration: timeoutMs, onTimeout: () => new Error(`timed out waiting for ${what}`) }),
-    Effect.orDie
-  )
