@@ -1,16 +1,23 @@
 #!/usr/bin/env node
 // The sandbox-ssh CLI, bundled from src/cli by `npm run build` (run by npm install / npm ci) and run
-// with V8's code cache (code-cache.cjs). `serve --stdio` (one process per OpenSSH connection) has a
-// bundle of its own that loads faster. CommonJS (bin/package.json): no ES module loader to start.
+// with V8's code cache (code-cache.cjs). `serve --stdio` (the OpenSSH ProxyCommand, one process per
+// connection) is a small relay to the sandbox's server daemon (relay.cjs) that loads no bundle; the
+// daemon (`serve --socket`) has a bundle of its own that loads faster than the whole CLI.
+// CommonJS (bin/package.json): no ES module loader to start.
 "use strict"
 const fs = require("node:fs")
 const path = require("node:path")
 
 const args = process.argv.slice(2)
-const stdio = args[0] === "serve" && args.includes("--stdio") && !args.includes("--help")
-const bundle = path.join(__dirname, "..", "dist", stdio ? "serve-stdio.cjs" : "cli.cjs")
-if (!fs.existsSync(bundle)) {
-  process.stderr.write("sandbox-ssh: the CLI is not built; run `npm run build` in the package directory\n")
-  process.exit(1)
+const serve = args[0] === "serve" && !args.includes("--help") && !args.includes("-h")
+if (serve && args.includes("--stdio") && !args.some((arg) => arg === "--socket" || arg.startsWith("--socket="))) {
+  require("./relay.cjs")
+} else {
+  const daemon = serve && args.some((arg) => arg === "--socket" || arg.startsWith("--socket="))
+  const bundle = path.join(__dirname, "..", "dist", daemon ? "serve-stdio.cjs" : "cli.cjs")
+  if (!fs.existsSync(bundle)) {
+    process.stderr.write("sandbox-ssh: the CLI is not built; run `npm run build` in the package directory\n")
+    process.exit(1)
+  }
+  require("./code-cache.cjs").run(bundle)
 }
-require("./code-cache.cjs").run(bundle)

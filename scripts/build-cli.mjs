@@ -1,16 +1,17 @@
-// Bundles the CLI into dist/: one file with only the modules it uses, so `serve --stdio` (an
-// OpenSSH ProxyCommand, started once per connection) starts in a fraction of the time that loading
-// the TypeScript sources through tsx takes. Runs on `npm ci`/`npm install` (prepare).
+// Bundles the CLI into dist/: one file with only the modules it uses, so the CLI and the server
+// daemon start in a fraction of the time that loading the TypeScript sources through tsx takes.
+// Runs on `npm ci`/`npm install` (prepare).
 import { build } from "esbuild"
 import { spawnSync } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 
-// Two bundles: the whole CLI, and `serve --stdio` alone (an OpenSSH ProxyCommand starts one per
-// connection; without the option parser it loads about a third less). ssh2 is bundled in (its
-// native binding and cpu-features load from node_modules), as CommonJS: bin/code-cache.cjs runs
-// them with V8's code cache, which needs a classic script.
+// Two bundles: the whole CLI, and `serve` alone for the server daemon (`serve --socket`, started on
+// demand by the `serve --stdio` relay, bin/relay.cjs, which loads no bundle; without the option
+// parser it loads about a third less). ssh2 is bundled in (its native binding and cpu-features load
+// from node_modules), as CommonJS: bin/code-cache.cjs runs them with V8's code cache, which needs a
+// classic script.
 const ssh2Native = {
   name: "ssh2-native",
   setup(build) {
@@ -35,7 +36,7 @@ await build({
   logLevel: "warning"
 })
 
-// The code caches: `serve --stdio` from one warm-up connection (scripts/warm-code-cache.ts), the
+// The code caches: the daemon from one warm-up connection (scripts/warm-code-cache.ts), the
 // CLI from one `exec` (best effort as well: without a cache the CLI only starts slower).
 for (const old of ["dist/serve-stdio.mjs", "dist/cli.mjs", "dist/serve-stdio.cjs.cache", "dist/cli.cjs.cache"]) {
   Fs.rmSync(old, { force: true })

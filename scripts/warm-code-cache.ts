@@ -1,21 +1,41 @@
 /**
- * The build's warm-up for `serve --stdio`'s code cache (see bin/code-cache.cjs): runs the bundled
- * `serve --stdio` once, as an OpenSSH ProxyCommand would, with `SANDBOX_SSH_WRITE_CODE_CACHE=1`,
- * and drives one typical connection through it with ssh2's client (an exec, then SFTP writes,
- * reads and a listing), so the cache holds what a connection compiles. Best effort: when the
- * warm-up fails, it says why and the build goes on (the CLI then runs without a cache).
+ * The build's warm-up for the server daemon's code cache (see bin/code-cache.cjs): starts the
+ * bundled daemon (`serve --socket`, what `serve --stdio` relays OpenSSH connections to) with
+ * `SANDBOX_SSH_WRITE_CODE_CACHE=1` and `--linger 0`, and drives one typical connection through its
+ * socket with ssh2's client (an exec, then SFTP writes, reads and a listing); the daemon then exits
+ * and writes the cache, which holds what starting and serving a connection compiles. Best effort:
+ * when the warm-up fails, it says why and the build goes on (the daemon then starts without a cache).
  */
 import * as Effect from "effect/Effect"
 import { spawn } from "node:child_process"
 import * as Fs from "node:fs"
+import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { Duplex } from "node:stream"
+import type { Duplex } from "node:stream"
 import ssh2 from "ssh2"
 import * as SshKeys from "../src/SshKeys.js"
 
 const bundle = Path.resolve(process.argv[2] ?? "dist/serve-stdio.cjs")
 const cli = Path.resolve("bin/sandbox-ssh.js")
+
+/** Connects to `path` once the daemon listens there (it starts a sandbox first). */
+const connectWhenReady = async (path: string, exited: Promise<unknown>): Promise<Net.Socket> => {
+  let gone = false
+  void exited.then(() => {
+    gone = true
+  })
+  for (const deadline = Date.now() + 60_000; Date.now() < deadline && !gone;) {
+    const socket = await new Promise<Net.Socket | undefined>((resolve) => {
+      const socket = Net.connect(path)
+      socket.once("connect", () => resolve(socket))
+      socket.once("error", () => resolve(undefined))
+    })
+    if (socket !== undefined) return socket
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  throw new Error(gone ? "the daemon exited before it served" : "the daemon did not answer within 60 s")
+}
 
 const main = async () => {
   const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "sandbox-ssh-warm-up-"))
@@ -24,10 +44,14 @@ const main = async () => {
     Fs.writeFileSync(Path.join(dir, "authorized_keys"), `${key.publicKey}\n`, { mode: 0o600 })
     Fs.mkdirSync(Path.join(dir, "root"))
     Fs.mkdirSync(Path.join(dir, "home"), { mode: 0o700 })
+    const socket = Path.join(dir, "home", "run", "warm-up.sock")
     const child = spawn(process.execPath, [
       cli,
       "serve",
-      "--stdio",
+      "--socket",
+      socket,
+      "--linger",
+      "0",
       "--root",
       Path.join(dir, "root"),
       "--host-key",
@@ -35,24 +59,31 @@ const main = async () => {
       "--authorized-keys",
       Path.join(dir, "authorized_keys")
     ], {
-      stdio: ["pipe", "pipe", "inherit"],
+      stdio: ["ignore", "ignore", "pipe"],
       env: { ...process.env, SANDBOX_SSH_HOME: Path.join(dir, "home"), SANDBOX_SSH_WRITE_CODE_CACHE: "1" }
     })
-    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
+    // its log (the line it serves with, and failures): shown only when the warm-up fails
+    let log = ""
+    child.stderr.on("data", (chunk: Buffer) => {
+      log += chunk.toString()
+    })
+    const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)))
     const timer = setTimeout(() => child.kill("SIGKILL"), 60_000)
     try {
-      await connection(Duplex.from({ readable: child.stdout, writable: child.stdin }), key.privateKey)
-    } finally {
-      // as OpenSSH's client ends a ProxyCommand: its input closes, then SIGHUP
-      child.stdin.end()
-      setTimeout(() => child.kill("SIGHUP"), 200).unref()
+      await connection(await connectWhenReady(socket, exited), key.privateKey)
+    } catch (error) {
+      child.kill("SIGTERM")
+      await exited
+      throw new Error(`${String((error as Error)?.message ?? error)}\n${log}`)
     }
+    // --linger 0: the daemon ends with its only connection
     const code = await exited
     clearTimeout(timer)
-    // 129: ended by the SIGHUP, as under OpenSSH
-    if (code !== 0 && code !== 129) throw new Error(`serve --stdio exited with ${code}`)
+    if (code !== 0) throw new Error(`serve --socket exited with ${code}\n${log}`)
     const size = Fs.statSync(`${bundle}.cache`).size
-    process.stderr.write(`sandbox-ssh build: code cache for serve --stdio written (${Math.round(size / 1024)} KiB)\n`)
+    process.stderr.write(
+      `sandbox-ssh build: code cache for the server daemon written (${Math.round(size / 1024)} KiB)\n`
+    )
   } finally {
     Fs.rmSync(dir, { recursive: true, force: true })
   }
@@ -111,7 +142,7 @@ const connection = (sock: Duplex, privateKey: string) =>
 
 main().catch((error) => {
   process.stderr.write(
-    `sandbox-ssh build: no code cache for serve --stdio (it starts slower): ${String(error?.message ?? error)}\n`
+    `sandbox-ssh build: no code cache for the server daemon (it starts slower): ${String(error?.message ?? error)}\n`
   )
   Fs.rmSync(`${bundle}.cache`, { force: true })
 })

@@ -27,6 +27,7 @@ import { defaultAuthorizedKeysPath, defaultHostKeyPath, homeDirectory } from "..
 import * as SandboxSsh from "../SandboxSsh.js"
 import { InvalidOptionError, KeyError } from "../SshError.js"
 import * as SshKeys from "../SshKeys.js"
+import { serveSocket } from "./daemon.js"
 import { runCli, StderrLogger, withLogging } from "./runtime.js"
 import { sandboxOptions } from "./sandboxOptions.js"
 import { openSandbox, sandboxRoot, type SandboxSelection } from "./sandboxSelection.js"
@@ -42,7 +43,24 @@ const serveCommand = Command.make(
     ...sandboxOptions,
     verbose,
     stdio: Options.boolean("stdio").pipe(
-      Options.withDescription("serve one SSH connection over stdin/stdout (for an OpenSSH ProxyCommand)")
+      Options.withDescription(
+        "relay one SSH connection over stdin/stdout (for an OpenSSH ProxyCommand) to the sandbox's server " +
+          "daemon (see --socket), started when none runs; its socket and log are in $SANDBOX_SSH_HOME/run"
+      )
+    ),
+    socket: Options.text("socket").pipe(
+      Options.optional,
+      Options.withDescription(
+        "serve every connection to this Unix socket (0600, in a 0700 directory) from one sandbox: the daemon " +
+          "that --stdio starts, so background processes of one connection are there for the next"
+      )
+    ),
+    linger: Options.text("linger").pipe(
+      Options.optional,
+      Options.withDescription(
+        "with --stdio or --socket: how long the daemon and its sandbox outlive the last connection " +
+          "(e.g. 30s, 5m, 1h, infinity; 0 ends them with it; default 5m)"
+      )
     ),
     host: Options.text("host").pipe(
       Options.withDefault("127.0.0.1"),
@@ -54,14 +72,26 @@ const serveCommand = Command.make(
     user: Options.text("user").pipe(Options.optional, Options.withDescription("user inside the sandbox (default root)"))
   },
   (options) =>
-    Effect.flatMap(SshKeys.SshKeys, (keys) =>
-      serve({
+    Effect.flatMap(SshKeys.SshKeys, (keys) => {
+      const resolved = {
         ...options,
         hostKey: Option.getOrUndefined(options.hostKey),
         authorizedKeys: Option.getOrUndefined(options.authorizedKeys),
         user: Option.getOrUndefined(options.user)
-      }, keys)).pipe(withLogging(options.verbose))
-).pipe(Command.withDescription("serve the sandbox to OpenSSH clients (ssh, sftp, scp, rsync)"))
+      }
+      return Option.isSome(options.socket)
+        ? serveSocket(
+          { ...resolved, socket: options.socket.value, linger: Option.getOrUndefined(options.linger) },
+          keys
+        )
+        : serve(resolved, keys)
+    }).pipe(withLogging(options.verbose))
+).pipe(
+  Command.withDescription(
+    "serve the sandbox to OpenSSH clients (ssh, sftp, scp, rsync): through a ProxyCommand (--stdio), " +
+      "a Unix socket (--socket) or TCP (--port)"
+  )
+)
 
 // exec -------------------------------------------------------------------------------------------
 
