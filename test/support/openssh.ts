@@ -7,6 +7,7 @@ import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as Path from "node:path"
+import { allProcesses } from "./processes.js"
 
 export interface RunResult {
   readonly code: number | null
@@ -98,3 +99,34 @@ export const makeOpenSshSetup: Effect.Effect<OpenSshSetup, never, Scope.Scope> =
   }),
   (setup) => Effect.sync(() => fs.rmSync(setup.dir, { recursive: true, force: true }))
 )
+
+/**
+ * The server daemons (`serve --socket`, started by `serve --stdio`) whose socket is in
+ * `<home>/run`, by pid.
+ */
+export const daemonsOf = (home: string): Array<number> =>
+  allProcesses().filter((p) => p.args.includes(` serve --socket ${Path.join(home, "run")}/`)).map((p) => p.pid)
+
+/**
+ * Stops the daemons of `home` as a person would (SIGTERM: each closes its sandbox, whose processes
+ * end, and removes its socket), SIGKILL after 10 s, and waits until they are gone. For finalizers:
+ * a daemon outlives its last connection for `--linger`.
+ */
+export const stopDaemons = (home: string): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    const signal = (pids: ReadonlyArray<number>, name: NodeJS.Signals) => {
+      for (const pid of pids) {
+        try {
+          process.kill(pid, name)
+        } catch {
+          // gone already
+        }
+      }
+    }
+    signal(daemonsOf(home), "SIGTERM")
+    for (let waited = 0; daemonsOf(home).length > 0; waited += 20) {
+      if (waited === 10_000) signal(daemonsOf(home), "SIGKILL")
+      if (waited > 15_000) break
+      yield* Effect.sleep("20 millis")
+    }
+  })
