@@ -4,7 +4,7 @@ import * as fs from "node:fs"
 import * as Module from "node:module"
 import * as Path from "node:path"
 import * as vm from "node:vm"
-import { makeOpenSshSetup, run } from "./support/openssh.js"
+import { daemonsOf, makeOpenSshSetup, run, stopDaemons } from "./support/openssh.js"
 
 const bin = Path.resolve(import.meta.dirname, "../bin/sandbox-ssh.js")
 
@@ -35,6 +35,8 @@ describe("sandbox-ssh CLI", () => {
     Effect.gen(function*() {
       const setup = yield* makeOpenSshSetup
       const home = setup.home
+      // the ProxyCommand's daemon outlives the connections (--linger, 5 minutes by default)
+      yield* Effect.addFinalizer(() => stopDaemons(home))
       const config = yield* cli(home, ["config-ssh", "--name", "proxy-test", "--isolation", "bubblewrap"])
       assert.strictEqual(config.code, 0)
       const configFile = Path.join(setup.dir, "ssh_config")
@@ -68,6 +70,8 @@ describe("sandbox-ssh CLI", () => {
       assert.isTrue(fs.existsSync(Path.join(home, "sandboxes", "proxy-test", "root", "note")))
       const tty = yield* ssh(["-tt", "tty"])
       assert.match(tty.stdout.toString(), /^\/dev\/pts\/\d+\r?\n$/)
+      // one daemon served them all
+      assert.strictEqual(daemonsOf(home).length, 1)
     }))
 
   it.scopedLive("exec propagates exit codes and quotes arguments", () =>
@@ -95,13 +99,15 @@ describe("sandbox-ssh CLI", () => {
       assert.include(noCommand.stderr, "command")
       const badIsolation = yield* cli(setup.home, ["exec", "--isolation", "chroot", "--", "true"])
       assert.notStrictEqual(badIsolation.code, 0)
-      const noKeys = yield* cli(Path.join(setup.dir, "empty-home"), ["serve", "--stdio"])
+      const emptyHome = Path.join(setup.dir, "empty-home")
+      const noKeys = yield* cli(emptyHome, ["serve", "--stdio"])
       assert.strictEqual(noKeys.code, 1)
       assert.include(noKeys.stderr, "sandbox-ssh authorize")
       assert.strictEqual(noKeys.stdout.length, 0)
+      assert.deepStrictEqual(daemonsOf(emptyHome), [])
     }))
 
-  it("the CLI and serve --stdio run from code caches the build wrote and this Node accepts", () => {
+  it("the CLI and the server daemon run from code caches the build wrote and this Node accepts", () => {
     // bin/code-cache.cjs compiles each bundle exactly so; a missing or rejected cache costs every
     // start the bundle's compile time (a failed warm-up is only a warning of the build)
     for (const name of ["cli.cjs", "serve-stdio.cjs"]) {

@@ -1,6 +1,6 @@
 /**
  * OpenSSH's own file tools against a sandbox: sftp, scp (SFTP and legacy mode) and rsync, through
- * the TCP listener and through `serve --stdio` as a ProxyCommand.
+ * the TCP listener and through `serve --stdio` as a ProxyCommand (relayed to the sandbox's daemon).
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
@@ -10,7 +10,7 @@ import * as fs from "node:fs"
 import * as Path from "node:path"
 import * as LocalSandbox from "../src/LocalSandbox.js"
 import * as SandboxSsh from "../src/SandboxSsh.js"
-import { makeOpenSshSetup, type OpenSshSetup, run } from "./support/openssh.js"
+import { makeOpenSshSetup, type OpenSshSetup, run, stopDaemons } from "./support/openssh.js"
 
 const bin = Path.resolve(import.meta.dirname, "../bin/sandbox-ssh.js")
 const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex")
@@ -53,6 +53,8 @@ const viaListener = (isolation: Isolation): Effect.Effect<Target, unknown, Scope
 const viaProxyCommand = (isolation: Isolation): Effect.Effect<Target, unknown, Scope.Scope> =>
   Effect.gen(function*() {
     const setup = yield* makeOpenSshSetup
+    // the daemon serves every connection of the test, and outlives them (--linger)
+    yield* Effect.addFinalizer(() => stopDaemons(setup.home))
     const root = fs.mkdtempSync(Path.join(setup.dir, "root-"))
     const proxy =
       `env SANDBOX_SSH_HOME=${setup.home} ${process.execPath} ${bin} serve --stdio --root ${root} --isolation ${isolation}`
