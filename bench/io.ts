@@ -11,7 +11,8 @@
  *   `client.spawn("head -c N /dev/zero")` drained, vs `head -c N /dev/zero | ssh host 'cat >
  *   /dev/null'` and `ssh host 'head -c N /dev/zero' > /dev/null` over the ControlMaster.
  * - `ssh host true` on a new connection to our server: through the TCP listener and through
- *   `serve --stdio` (ProxyCommand: a new CLI process and a new sandbox per connection), vs sshd;
+ *   `serve --stdio` (ProxyCommand: a new relay process per connection, to the sandbox's server
+ *   daemon, which the warm-up rounds start), vs sshd;
  *   and the CLI's start-up alone (`node bin/sandbox-ssh.js --version`).
  * - Memory: a child process (bench/memory.ts) moves `BENCH_MEMORY_MIB` (1024) MiB each way and
  *   reports its RSS growth.
@@ -47,6 +48,40 @@ const cliBin = path.join(repo, "bin", "sandbox-ssh.js")
 const cliBundle = path.join(repo, "dist", "cli.cjs")
 /** Host key alias of our servers in the ssh config (one host key for all of them). */
 const ALIAS = "sandbox-ssh-bench"
+
+/**
+ * Ends the server daemons that `serve --stdio` started with SANDBOX_SSH_HOME=`home` (they outlive
+ * their last connection by `--linger`), as a person would: SIGTERM, each closes its sandbox and
+ * removes its socket; SIGKILL after 10 s.
+ */
+const stopDaemons = (home: string): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    const pattern = ` serve --socket ${path.join(home, "run")}/`
+    const daemons = () =>
+      fs.readdirSync("/proc").filter((name) => /^\d+$/.test(name)).map(Number).filter((pid) => {
+        try {
+          const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+          if (stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")) return false
+          return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ").includes(pattern)
+        } catch {
+          return false
+        }
+      })
+    const signal = (name: NodeJS.Signals) => {
+      for (const pid of daemons()) {
+        try {
+          process.kill(pid, name)
+        } catch {
+          // gone already
+        }
+      }
+    }
+    signal("SIGTERM")
+    for (let waited = 0; daemons().length > 0 && waited <= 15_000; waited += 20) {
+      if (waited === 10_000) signal("SIGKILL")
+      yield* Effect.sleep("20 millis")
+    }
+  })
 
 /** A section that could not be measured says why instead of giving a number. */
 export type Measured<A> = A | { readonly notMeasured: string }
@@ -261,6 +296,8 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
       Effect.sync(() => process.stderr.write(`  [${((performance.now() - t0) / 1000).toFixed(0)} s] ${line}\n`))
     const work = yield* tempDir("ssb-io-", "/dev/shm") // tmpfs: disks stay out of the figures
     const home = yield* tempDir("ssb-home-") // SANDBOX_SSH_HOME: host key, authorized_keys
+    // serve --stdio's daemons (one per sandbox) and their sockets, in `home`/run, end before `home`
+    yield* Effect.addFinalizer(() => stopDaemons(home))
     const stdioRoot = yield* tempDir("ssb-stdio-") // serve --stdio's sandbox root (bubblewrap)
     const hostKeyPath = path.join(home, "ssh_host_ed25519_key")
     const authorizedKeysPath = path.join(home, "authorized_keys")
@@ -290,7 +327,8 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
     const knownHosts = path.join(home, "known_hosts")
     const config = path.join(home, "ssh_config")
     // The CLI's own temporary files go under `home` too (TMPDIR), so that whatever a `serve --stdio`
-    // process leaves behind is counted below and removed with `home`, not left in /tmp.
+    // daemon leaves behind is counted below and removed with `home`, not left in /tmp. (The
+    // daemons' sockets and logs are in `home`/run, not counted.)
     const proxyTmp = path.join(home, "tmp")
     yield* fsTry("mkdir", () => fs.mkdirSync(proxyTmp, { mode: 0o700 }))
     const proxy = (root: string, isolation: string) =>
@@ -494,7 +532,9 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
       })
     )
 
-    // Every `serve --stdio` process has ended by now (its ssh exited); what they left behind:
+    // Every `serve --stdio` relay has ended by now (its ssh exited); their daemons end here (they
+    // would linger after their last connection). What they left behind:
+    yield* stopDaemons(home)
     const stdioLeftovers = yield* fsTry("readdir", () => fs.readdirSync(proxyTmp))
     return {
       counts: io,
