@@ -315,5 +315,7 @@ export const serveSocket = (options: DaemonOptions, keys: SshKeys.SshKeys): Effe
         }
       }
     }
-    yield* Effect.logDebug(`no connection for ${Duration.format(linger)}: closing the sandbox`)
+    yield* Effect.logDebug(
+      accepting ? `no connection for ${Duration.format(linger)}: closing the sandbox` : "closing the sandbox"
+    )
   }).pipe(Effect.scoped)
