@@ -362,7 +362,8 @@ const main = Effect.gen(function*() {
       for (
         const [label, samples] of [
           ["ssh true, new conn: our TCP listener (in-process)", conn.listener],
-          ["ssh true, new conn: serve --stdio ProxyCommand", conn.stdio]
+          ["ssh true, new conn: serve --stdio ProxyCommand (daemon running)", conn.stdio],
+          ["ssh true, first conn: serve --stdio starts the daemon", conn.stdioFirst]
         ] as const
       ) {
         const x = med(samples)
@@ -551,6 +552,7 @@ const main = Effect.gen(function*() {
   spread("anchor (h) head down", cat?.anchorDown)
   spread("ssh true -> our listener", conn?.listener)
   spread("ssh true -> serve --stdio", conn?.stdio)
+  spread("ssh true -> serve --stdio, first", conn?.stdioFirst)
   spread("anchor (i) new connection + true", conn?.anchor)
   spread("CLI --version", got(t?.cliVersion))
   if (typeof attach !== "string") {
@@ -585,8 +587,8 @@ const main = Effect.gen(function*() {
       ? "cleanup: no child process left after every phase closed its scopes"
       : `cleanup: ${leftovers.length} child process(es) LEFT after every phase closed: ${leftovers.join("; ")}`,
     ...(t === undefined || t.stdioLeftovers.length === 0 ? [] : [
-      `cleanup: the serve --stdio processes (ProxyCommand, ended by ssh) left ${t.stdioLeftovers.length} entries in ` +
-      `their TMPDIR (e.g. ${t.stdioLeftovers[0]}); the bench removed them`
+      `cleanup: the serve --stdio daemons (stopped by the bench after the ProxyCommand runs) left ` +
+      `${t.stdioLeftovers.length} entries in their TMPDIR (e.g. ${t.stdioLeftovers[0]}); the bench removed them`
     ]),
     missing.length === 0 ? "not measured: nothing" : `not measured: ${missing.join("; ")}`
   )

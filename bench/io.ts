@@ -12,7 +12,8 @@
  *   /dev/null'` and `ssh host 'head -c N /dev/zero' > /dev/null` over the ControlMaster.
  * - `ssh host true` on a new connection to our server: through the TCP listener and through
  *   `serve --stdio` (ProxyCommand: a new relay process per connection, to the sandbox's server
- *   daemon, which the warm-up rounds start), vs sshd;
+ *   daemon, which the warm-up rounds start), and first connections of `serve --stdio` (the daemon
+ *   stopped before each, so the relay starts it), vs sshd;
  *   and the CLI's start-up alone (`node bin/sandbox-ssh.js --version`).
  * - Memory: a child process (bench/memory.ts) moves `BENCH_MEMORY_MIB` (1024) MiB each way and
  *   reports its RSS growth.
@@ -122,7 +123,14 @@ export interface IoResults {
     readonly anchorDown: Samples
   }>
   /** `ssh host true`, new connection each time. */
-  readonly connect: Measured<{ readonly anchor: Samples; readonly listener: Samples; readonly stdio: Samples }>
+  readonly connect: Measured<{
+    readonly anchor: Samples
+    readonly listener: Samples
+    /** Through a running daemon (the warm-up rounds start it). */
+    readonly stdio: Samples
+    /** The first connection of a sandbox: the relay starts its daemon (stopped before each run). */
+    readonly stdioFirst: Samples
+  }>
   readonly cliVersion: Measured<Samples>
   /** Whether `dist/cli.cjs` (what `bin/sandbox-ssh.js` runs) is older than `src/`. */
   readonly cliNote: string
@@ -502,7 +510,13 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
           yield* l.add(Effect.flatMap(ssh("ours-listener", "true"), processMs), record)
           yield* s.add(Effect.flatMap(ssh("ours-stdio", "true"), processMs), record)
         }
-        return { anchor: a.samples(), listener: l.samples(), stdio: s.samples() }
+        // first connections, fewer (each starts a sandbox): the daemon is stopped before each
+        const f = collector()
+        for (let round = 0; round < Math.max(5, Math.round(counts.slow / 3)) + 1; round++) {
+          yield* stopDaemons(home)
+          yield* f.add(Effect.flatMap(ssh("ours-stdio", "true"), processMs), round >= 1)
+        }
+        return { anchor: a.samples(), listener: l.samples(), stdio: s.samples(), stdioFirst: f.samples() }
       })
     )
     const cliVersion = yield* section(
