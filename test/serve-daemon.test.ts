@@ -6,6 +6,7 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import { randomInt } from "node:crypto"
 import * as fs from "node:fs"
+import * as Os from "node:os"
 import * as Path from "node:path"
 import { daemonsOf, makeOpenSshSetup, run, stopDaemons } from "./support/openssh.js"
 import { allProcesses, processAlive } from "./support/processes.js"
@@ -136,6 +137,9 @@ describe("serve --stdio's daemon", () => {
       assert.strictEqual(daemons.length, 1)
       assert.notStrictEqual(daemons[0], killed)
       assert.strictEqual(box.sockets().length, 1)
+      // the killed daemon could not remove its sandbox's runtime directory; the new one swept it
+      const runtimeDirs = fs.readdirSync(Os.tmpdir()).filter((name) => name.includes(`.${killed}.`))
+      assert.deepStrictEqual(runtimeDirs.filter((name) => name.startsWith("sandbox-ssh-run-")), [])
     }))
 
   it.scopedLive("without authorized_keys: the daemon's message reaches ssh's stderr, and no daemon stays", () =>

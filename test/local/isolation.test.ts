@@ -170,6 +170,10 @@ describe.skipIf(!hasBwrap)("LocalSandbox isolation (bubblewrap)", () => {
       const left = yield* eventually(() => [...processesWith(marker), ...processesWith(root)], (pids) =>
         pids.length === 0)
       assert.deepStrictEqual(left, [])
+      // the killed program could not remove its runtime directory: the next sandbox does
+      assert.isTrue(Fs.existsSync(runtimeDir))
+      yield* Effect.scoped(LocalSandbox.make({ isolation: "bubblewrap" }))
+      assert.isFalse(Fs.existsSync(runtimeDir), `${runtimeDir} is left`)
     }).pipe(Effect.scoped))
 
   it.scopedLive("a sandbox killed from outside refuses to spawn", () =>
