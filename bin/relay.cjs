@@ -58,11 +58,24 @@ const configuredHome = process.env.SANDBOX_SSH_HOME
 const home = configuredHome !== undefined && configuredHome !== ""
   ? path.resolve(configuredHome)
   : path.join(os.homedir(), ".sandbox-ssh")
+// `auto` is resolved here as LocalSandbox resolves it (src/internal/local/bubblewrap.ts, findBwrap),
+// so that `auto` and what it picks name one daemon and one environment, not two.
+const hasBwrap = () =>
+  ["/usr/bin/bwrap", ...(process.env.PATH ?? "").split(":").filter((dir) => dir !== "").map((dir) =>
+    path.join(dir, "bwrap")
+  )].some((candidate) => {
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK)
+      return true
+    } catch {
+      return false
+    }
+  })
 const selection = {
   root: values.root !== undefined
     ? path.resolve(values.root)
     : path.join(home, "sandboxes", values.name ?? "default"),
-  isolation: values.isolation,
+  isolation: values.isolation === "auto" ? (hasBwrap() ? "bubblewrap" : "none") : values.isolation,
   hostKey: path.resolve(values["host-key"] ?? path.join(home, "ssh_host_ed25519_key")),
   authorizedKeys: path.resolve(values["authorized-keys"] ?? path.join(home, "authorized_keys")),
   user: values.user ?? "root"

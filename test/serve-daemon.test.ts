@@ -8,25 +8,14 @@ import { randomInt } from "node:crypto"
 import * as fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import { eventually } from "./local/support.js"
 import { daemonsOf, makeOpenSshSetup, run, stopDaemons } from "./support/openssh.js"
 import { allProcesses, processAlive } from "./support/processes.js"
 
 const bin = Path.resolve(import.meta.dirname, "../bin/sandbox-ssh.js")
 const alias = "sandbox-daemon-test"
 
-type Isolation = "bubblewrap" | "none"
-
-/** Polls until `check` holds (or the time is up), returning its last value. */
-const eventually = <A>(check: () => A, ok: (a: A) => boolean, millis = 10_000) =>
-  Effect.gen(function*() {
-    const deadline = Date.now() + millis
-    let value = check()
-    while (!ok(value) && Date.now() < deadline) {
-      yield* Effect.sleep("20 millis")
-      value = check()
-    }
-    return value
-  })
+type Isolation = "auto" | "bubblewrap" | "none"
 
 /** Host processes whose command line has `marker`. */
 const withMarker = (marker: string) => allProcesses().filter((p) => p.args.includes(marker)).map((p) => p.pid)
@@ -55,15 +44,26 @@ const makeBox = (isolation: Isolation, extra: ReadonlyArray<string> = []) =>
     setup.trustHost(alias, fs.readFileSync(`${hostKey}.pub`, "utf8").trim())
     const proxy = [process.execPath, bin, "serve", "--stdio", "--name", "box", "--isolation", isolation, ...extra]
       .join(" ")
-    const ssh = (command: string) =>
+    const sshVia = (proxyCommand: string) => (command: string) =>
       run(
         "ssh",
-        [...setup.sshOptions, "-o", `ProxyCommand=${proxy}`, "-o", `HostKeyAlias=${alias}`, `root@${alias}`, command],
+        [
+          ...setup.sshOptions,
+          "-o",
+          `ProxyCommand=${proxyCommand}`,
+          "-o",
+          `HostKeyAlias=${alias}`,
+          `root@${alias}`,
+          command
+        ],
         { env: { SANDBOX_SSH_HOME: setup.home } }
       )
+    const ssh = sshVia(proxy)
+    /** `ssh` through the same sandbox named with another `--isolation`. */
+    const sshWith = (other: Isolation) => sshVia(proxy.replace(`--isolation ${isolation}`, `--isolation ${other}`))
     const run_ = Path.join(setup.home, "run")
     const sockets = () => fs.existsSync(run_) ? fs.readdirSync(run_).filter((name) => name.endsWith(".sock")) : []
-    return { setup, home: setup.home, ssh, sockets, daemons: () => daemonsOf(setup.home) }
+    return { setup, home: setup.home, ssh, sshWith, sockets, daemons: () => daemonsOf(setup.home) }
   })
 
 describe.each(["bubblewrap", "none"] as const)("serve --stdio (%s)", (isolation) => {
@@ -80,12 +80,24 @@ describe.each(["bubblewrap", "none"] as const)("serve --stdio (%s)", (isolation)
       assert.deepStrictEqual(box.sockets().length, 1)
       assert.isNotEmpty(withMarker(marker))
       yield* stopDaemons(box.home)
-      assert.deepStrictEqual(yield* eventually(() => withMarker(marker), (pids) => pids.length === 0), [])
+      assert.deepStrictEqual(yield* eventually(() => withMarker(marker), (pids) => pids.length === 0, 10_000), [])
       assert.deepStrictEqual(box.sockets(), [])
     }))
 })
 
 describe("serve --stdio's daemon", () => {
+  it.scopedLive("--isolation auto names the daemon of what it picks: auto and bubblewrap share one environment", () =>
+    Effect.gen(function*() {
+      const box = yield* makeBox("auto")
+      const marker = sleepMarker()
+      const first = yield* box.ssh(background("bubblewrap", marker))
+      assert.strictEqual(first.code, 0, first.stderr)
+      const second = yield* box.sshWith("bubblewrap")(`pgrep -f 'sleep ${marker}' >/dev/null && echo seen`)
+      assert.strictEqual(second.stdout.toString(), "seen\n", second.stderr)
+      assert.strictEqual(box.daemons().length, 1)
+      assert.strictEqual(box.sockets().length, 1)
+    }))
+
   it.scopedLive("lingers for --linger after the last connection, then ends with its sandbox and socket", () =>
     Effect.gen(function*() {
       const box = yield* makeBox("bubblewrap", ["--linger", "1s"])
@@ -97,11 +109,11 @@ describe("serve --stdio's daemon", () => {
       assert.isDefined(daemon)
       assert.deepStrictEqual(others, [])
       assert.isTrue(yield* processAlive(daemon!))
-      const ended = yield* eventually(() => box.daemons(), (pids) => pids.length === 0)
+      const ended = yield* eventually(() => box.daemons(), (pids) => pids.length === 0, 10_000)
       assert.deepStrictEqual(ended, [])
       assert.isFalse(yield* processAlive(daemon!))
       assert.deepStrictEqual(box.sockets(), [])
-      assert.deepStrictEqual(yield* eventually(() => withMarker(marker), (pids) => pids.length === 0), [])
+      assert.deepStrictEqual(yield* eventually(() => withMarker(marker), (pids) => pids.length === 0, 10_000), [])
     }))
 
   it.scopedLive("six connections at once on a fresh home: all served, by one daemon and one sandbox", () =>
@@ -117,7 +129,7 @@ describe("serve --stdio's daemon", () => {
       assert.strictEqual(namespaces.size, 1, [...namespaces].join(", "))
       assert.match([...namespaces][0]!, /^pid:\[\d+\]\n$/)
       // daemons that lost the start race end on their own
-      const daemons = yield* eventually(() => box.daemons(), (pids) => pids.length <= 1)
+      const daemons = yield* eventually(() => box.daemons(), (pids) => pids.length <= 1, 10_000)
       assert.strictEqual(daemons.length, 1)
       assert.strictEqual(box.sockets().length, 1)
     }))
@@ -128,7 +140,7 @@ describe("serve --stdio's daemon", () => {
       assert.strictEqual((yield* box.ssh("true")).code, 0)
       const [killed] = box.daemons()
       process.kill(killed!, "SIGKILL")
-      yield* eventually(() => box.daemons(), (pids) => pids.length === 0)
+      yield* eventually(() => box.daemons(), (pids) => pids.length === 0, 10_000)
       assert.strictEqual(box.sockets().length, 1)
       const next = yield* box.ssh("echo again")
       assert.strictEqual(next.code, 0, next.stderr)
@@ -150,7 +162,7 @@ describe("serve --stdio's daemon", () => {
       assert.strictEqual(result.code, 255)
       assert.include(result.stderr, "no authorized_keys file")
       assert.include(result.stderr, "sandbox-ssh authorize")
-      assert.deepStrictEqual(yield* eventually(() => box.daemons(), (pids) => pids.length === 0), [])
+      assert.deepStrictEqual(yield* eventually(() => box.daemons(), (pids) => pids.length === 0, 10_000), [])
       assert.deepStrictEqual(box.sockets(), [])
     }))
 
