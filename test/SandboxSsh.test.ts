@@ -198,8 +198,12 @@ describe.each(isolations)("SandboxSsh on LocalSandbox (%s)", (isolation) => {
       const client = yield* ssh.openClient()
       const marker = `sleep 1000.${Date.now() % 100000}`
       const started = yield* Effect.fork(client.exec(marker))
-      yield* Effect.sleep("300 millis")
-      const before = yield* descendants(process.pid)
+      // the exec is running once its process shows up (polled: a loaded machine may take a while)
+      let before = yield* descendants(process.pid)
+      for (let i = 0; i < 100 && !before.some((p) => p.args === marker); i++) {
+        yield* Effect.sleep("50 millis")
+        before = yield* descendants(process.pid)
+      }
       assert.isTrue(before.some((p) => p.args === marker))
       yield* client.close
       yield* client.close

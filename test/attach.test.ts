@@ -323,8 +323,13 @@ describe("SshClient.attach (library, fake terminal streams, LocalSandbox bubblew
           const ps = yield* client.exec("ps -eo pid,args")
           assert.match(ps.stdoutText, new RegExp(`^\\s*${pid} /bin/sh -l$`, "m"))
           assert.match(ps.stdoutText, /^\s*\d+ cat$/m)
-          yield* Effect.sleep(100)
-          assert.strictEqual((yield* client.exec("cat /tmp/typed")).stdoutText, "abc\n")
+          // what was typed reaches the file once the foreground cat has read it (polled)
+          let typed = (yield* client.exec("cat /tmp/typed")).stdoutText
+          for (let i = 0; i < 50 && typed !== "abc\n"; i++) {
+            yield* Effect.sleep(100)
+            typed = (yield* client.exec("cat /tmp/typed")).stdoutText
+          }
+          assert.strictEqual(typed, "abc\n")
 
           // A detach returns -1 from `attach`; a split, partially false sequence still works.
           const t2 = fakeTerminal()

@@ -57,7 +57,7 @@ export const processesWith = (marker: string): Array<number> =>
   })
 
 /** Polls until `check` holds (or the time is up), returning its last value. */
-export const eventually = <A>(check: () => A, ok: (a: A) => boolean, millis = 5000) =>
+export const eventually = <A>(check: () => A, ok: (a: A) => boolean, millis = 10_000) =>
   Effect.gen(function*() {
     const deadline = Date.now() + millis
     let value = check()
