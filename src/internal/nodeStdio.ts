@@ -40,13 +40,11 @@ export const nodeStdio = (process: SandboxProcess): NodeStdioStreams | undefined
   (process as { readonly [NodeStdio]?: NodeStdioStreams })[NodeStdio]
 
 /**
- * Starts copying `from` into `to`, pausing `from` while `to` is full and resuming on its `drain`;
- * when `from` ends, `to` is ended. `onChunk` runs for each chunk (activity, for the inactivity
- * timeout). Returns a function that stops the copy (`from` is then left paused, `to` as it is).
- *
- * @internal
+ * The data half of a copy: each chunk of `from` is written to `to`, `from` pausing while `to` is
+ * full and resuming on its `drain` (nothing is written once `to` is destroyed: `from` is drained).
+ * `onChunk` runs for each chunk (activity, for the inactivity timeout). Returns what removes it.
  */
-export const forward = (from: Readable, to: Writable, onChunk: () => void): () => void => {
+const flow = (from: Readable, to: Writable, onChunk: () => void): () => void => {
   const onData = (chunk: Uint8Array) => {
     onChunk()
     if (to.destroyed) return
@@ -56,16 +54,37 @@ export const forward = (from: Readable, to: Writable, onChunk: () => void): () =
     }
   }
   const onDrain = () => from.resume()
+  // the destination went away: `from` is still drained (a process blocked on a full pipe must be
+  // able to finish)
+  const onToClosed = () => {
+    to.removeListener("drain", onDrain)
+    from.resume()
+  }
+  from.on("data", onData)
+  to.once("close", onToClosed)
+  return () => {
+    from.removeListener("data", onData)
+    to.removeListener("drain", onDrain)
+    to.removeListener("close", onToClosed)
+  }
+}
+
+/**
+ * Starts copying `from` into `to` (see {@link flow}); when `from` ends, `to` is ended. Returns a
+ * function that stops the copy (`from` is then left paused, `to` as it is).
+ *
+ * @internal
+ */
+export const forward = (from: Readable, to: Writable, onChunk: () => void): () => void => {
+  const stopFlow = flow(from, to, onChunk)
   const onEnd = () => {
     stop()
     endQuietly(to)
   }
   const stop = () => {
-    from.removeListener("data", onData)
+    stopFlow()
     from.removeListener("end", onEnd)
-    to.removeListener("drain", onDrain)
   }
-  from.on("data", onData)
   from.once("end", onEnd)
   return () => {
     stop()
@@ -74,10 +93,9 @@ export const forward = (from: Readable, to: Writable, onChunk: () => void): () =
 }
 
 /**
- * Copies each `[from, to]` pair until every `from` ended, errored or closed (an error ends a copy
- * quietly, as the Stream path ignored it), with backpressure as in {@link forward}; the `to`s are
- * not ended. When a `to` closes, its `from` is still drained (a process blocked on a full pipe must
- * be able to finish). Interruption stops every copy.
+ * Copies each `[from, to]` pair (see {@link flow}) until every `from` ended, errored or closed (an
+ * error ends a copy quietly, as the Stream path ignored it); the `to`s are not ended. Interruption
+ * stops every copy.
  *
  * @internal
  */
@@ -91,27 +109,13 @@ export const outputs = (
     const copy = (from: Readable, to: Writable) => {
       if (from.readableEnded || from.destroyed) return
       open++
-      const onData = (chunk: Uint8Array) => {
-        onChunk()
-        if (to.destroyed) return
-        if (!to.write(chunk) && !to.destroyed) {
-          from.pause()
-          to.once("drain", onDrain)
-        }
-      }
-      const onDrain = () => from.resume()
-      const onToClosed = () => {
-        to.removeListener("drain", onDrain)
-        from.resume()
-      }
+      const stopFlow = flow(from, to, onChunk)
       let finished = false
       const cleanup = () => {
-        from.removeListener("data", onData)
+        stopFlow()
         from.removeListener("end", onDone)
         from.removeListener("error", onDone)
         from.removeListener("close", onDone)
-        to.removeListener("drain", onDrain)
-        to.removeListener("close", onToClosed)
       }
       function onDone() {
         if (finished) return
@@ -123,11 +127,9 @@ export const outputs = (
         cleanup()
         from.pause()
       })
-      from.on("data", onData)
       from.once("end", onDone)
       from.once("error", onDone)
       from.once("close", onDone)
-      to.once("close", onToClosed)
     }
     for (const [from, to] of pairs) copy(from, to)
     if (open === 0) return resume(Effect.void)
