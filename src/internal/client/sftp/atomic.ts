@@ -74,7 +74,7 @@ export const viaTemporary = <E1, R1, E2, R2>(options: {
  * atomic step. Without it SFTP v3's RENAME fails when the target exists, so the target is removed
  * first and the rename retried: NOT atomic — between the two a reader finds no file, and if the
  * second rename fails the new bytes are left in `temporary` (kept; the error's `path` names it)
- * while the old target is gone.
+ * while the old target is gone. (`layerFileSystem`'s `rename` is this too: Node's replaces.)
  *
  * @internal
  */
@@ -82,7 +82,7 @@ export const replaceRemote = (
   sftp: SftpClient,
   temporary: string,
   target: string,
-  keep: () => void
+  keep: () => void = () => {}
 ): Effect.Effect<void, SftpError> =>
   sftp.extensions["posix-rename@openssh.com"] !== undefined
     ? sftp.rename(temporary, target, { overwrite: true })

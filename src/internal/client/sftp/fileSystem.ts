@@ -17,6 +17,7 @@ import { randomBytes } from "node:crypto"
 import * as Path from "node:path/posix"
 import type { FileInfo, OpenFlag, SftpClient, SftpFile, WriteFlag } from "../../../SftpClient.js"
 import type { SftpError } from "../../../SshError.js"
+import { replaceRemote } from "./atomic.js"
 
 const reasonOf = (error: SftpError): SystemErrorReason => {
   switch (error.reason) {
@@ -349,20 +350,8 @@ export const make = (sftp: SftpClient): FileSystem.FileSystem => {
   }
 
   const rename: FileSystem.FileSystem["rename"] = (oldPath, newPath) =>
-    // Node's rename replaces the target, SFTP v3's does not: posix-rename when offered.
-    sftp.extensions["posix-rename@openssh.com"] !== undefined
-      ? lift("rename", oldPath, sftp.rename(oldPath, newPath, { overwrite: true }))
-      : sftp.rename(oldPath, newPath).pipe(
-        Effect.catchIf(
-          (error) => error.reason === "Failure",
-          (error) =>
-            Effect.flatMap(Effect.option(sftp.lstat(newPath)), (target) =>
-              Option.isSome(target) && target.value.type !== "Directory"
-                ? Effect.zipRight(sftp.removeFile(newPath), sftp.rename(oldPath, newPath))
-                : Effect.fail(error))
-        ),
-        Effect.mapError(toPlatform("rename", oldPath))
-      )
+    // Node's rename replaces the target, SFTP v3's does not: as upload's final step does
+    lift("rename", oldPath, replaceRemote(sftp, oldPath, newPath))
 
   const remove: FileSystem.FileSystem["remove"] = (path, options) => {
     const tree = (p: string): Effect.Effect<void, SftpError> =>
