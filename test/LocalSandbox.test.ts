@@ -5,18 +5,20 @@ import * as Fiber from "effect/Fiber"
 import * as Queue from "effect/Queue"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import { createHash, randomUUID } from "node:crypto"
+import { randomUUID } from "node:crypto"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import * as LocalSandbox from "../src/LocalSandbox.js"
 import type * as Sandbox from "../src/Sandbox.js"
 import { encoder, eventually, hasBwrap, processesWith, run, sh } from "./local/support.js"
+import { processConformance } from "./support/processConformance.js"
 
 const modes = (hasBwrap ? ["bubblewrap", "none"] : ["none"]) as ReadonlyArray<"bubblewrap" | "none">
 
 describe.each(modes)("LocalSandbox (%s)", (isolation) => {
   const make = LocalSandbox.make({ isolation })
+  processConformance(() => make)
 
   it.scopedLive("reports what it is", () =>
     Effect.gen(function*() {
@@ -28,15 +30,6 @@ describe.each(modes)("LocalSandbox (%s)", (isolation) => {
       assert.strictEqual(sandbox.info.workdir, isolation === "bubblewrap" ? "/root" : sandbox.info.root)
       const pwd = yield* sh(sandbox, "pwd")
       assert.strictEqual(pwd.stdout.toString().trim(), sandbox.info.workdir)
-    }))
-
-  it.scopedLive("reports exit codes", () =>
-    Effect.gen(function*() {
-      const sandbox = yield* make
-      for (const code of [0, 1, 42, 255]) {
-        const output = yield* sh(sandbox, `exit ${code}`)
-        assert.deepStrictEqual(output.exit, { _tag: "Exited", code } as Sandbox.ProcessExit)
-      }
     }))
 
   it.scopedLive("reports death by signal as 128 + n", () =>
@@ -56,14 +49,6 @@ describe.each(modes)("LocalSandbox (%s)", (isolation) => {
       )
     }))
 
-  it.scopedLive("keeps stderr separate from stdout", () =>
-    Effect.gen(function*() {
-      const sandbox = yield* make
-      const output = yield* sh(sandbox, "echo out; echo err >&2; echo out2")
-      assert.strictEqual(output.stdout.toString(), "out\nout2\n")
-      assert.strictEqual(output.stderr.toString(), "err\n")
-    }))
-
   it.scopedLive("passes environment: base, sandbox options, then the process's own", () =>
     Effect.gen(function*() {
       const sandbox = yield* LocalSandbox.make({ isolation, env: { A: "sandbox", B: "sandbox" } })
@@ -72,38 +57,6 @@ describe.each(modes)("LocalSandbox (%s)", (isolation) => {
       assert.strictEqual(a, "sandbox")
       assert.strictEqual(b, "process")
       assert.include(path, "/usr/bin")
-    }))
-
-  it.scopedLive("delivers 1 MiB of stdout intact", () =>
-    Effect.gen(function*() {
-      const sandbox = yield* make
-      const output = yield* sh(
-        sandbox,
-        "head -c 1048576 /dev/urandom > big; sha256sum big | cut -d' ' -f1 >&2; cat big"
-      )
-      assert.strictEqual(output.stdout.length, 1048576)
-      assert.strictEqual(createHash("sha256").update(output.stdout).digest("hex"), output.stderr.toString().trim())
-    }))
-
-  it.scopedLive("streams stdin and delivers EOF when the sink ends", () =>
-    Effect.gen(function*() {
-      const sandbox = yield* make
-      const chunks = Array.from({ length: 64 }, (_, i) => encoder.encode(`line ${i} ${"x".repeat(1000)}\n`))
-      const started = Date.now()
-      const output = yield* run(sandbox, { command: "cat" }, Stream.fromIterable(chunks))
-      assert.isTrue(output.stdout.equals(Buffer.concat(chunks)), "stdout equals stdin")
-      assert.deepStrictEqual(output.exit, { _tag: "Exited", code: 0 } as Sandbox.ProcessExit)
-      assert.isBelow(Date.now() - started, 5000)
-    }))
-
-  it.scopedLive("runs a command that does not exist as a shell would: 127", () =>
-    Effect.gen(function*() {
-      const sandbox = yield* make
-      const output = yield* run(sandbox, { command: "no-such-command-here" })
-      assert.strictEqual(output.exit.code, 127)
-      assert.include(output.stderr.toString(), "no-such-command-here")
-      const shell = yield* sh(sandbox, "no-such-command-here")
-      assert.strictEqual(shell.exit.code, 127)
     }))
 
   it.scopedLive("runs in the requested working directory", () =>
@@ -211,16 +164,6 @@ describe.each(modes)("LocalSandbox (%s)", (isolation) => {
       ).pipe(Effect.timeoutOption("200 millis"))
       assert.strictEqual(result._tag, "None")
       assert.deepStrictEqual(processesWith(marker), [])
-    }))
-
-  it.scopedLive("64 concurrent spawns of true all succeed", () =>
-    Effect.gen(function*() {
-      const sandbox = yield* make
-      const outputs = yield* Effect.all(
-        Array.from({ length: 64 }, () => run(sandbox, { command: "true" })),
-        { concurrency: "unbounded" }
-      )
-      assert.deepStrictEqual(outputs.map((o) => o.exit.code), outputs.map(() => 0))
     }))
 
   it.scopedLive("a closed sandbox refuses to spawn", () =>

@@ -6,13 +6,16 @@ import * as Queue from "effect/Queue"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { execFileSync, spawn } from "node:child_process"
-import { createHash, randomUUID } from "node:crypto"
+import { randomUUID } from "node:crypto"
 import * as DockerSandbox from "../../src/DockerSandbox.js"
 import type * as Sandbox from "../../src/Sandbox.js"
-import { encoder, eventually, processesWith, run, sh } from "../local/support.js"
+import { encoder, eventually, processesWith, sh } from "../local/support.js"
+import { processConformance } from "../support/processConformance.js"
 import { docker, engineSocket, image, makeSandbox, socketPath } from "./support.js"
 
 describe("DockerSandbox processes", () => {
+  processConformance(() => makeSandbox())
+
   it.scopedLive("reports what it is and runs in the container's working directory", () =>
     Effect.gen(function*() {
       const sandbox = yield* makeSandbox({ workdir: "/tmp" })
@@ -25,23 +28,6 @@ describe("DockerSandbox processes", () => {
       assert.strictEqual(pwd.stdout.toString().split("\n")[0], "/tmp")
       const cwd = yield* sh(sandbox, "pwd", { cwd: "/etc" })
       assert.strictEqual(cwd.stdout.toString(), "/etc\n")
-    }))
-
-  it.scopedLive("reports exit codes 0, 1, 42 and 255", () =>
-    Effect.gen(function*() {
-      const sandbox = yield* makeSandbox()
-      for (const code of [0, 1, 42, 255]) {
-        const output = yield* sh(sandbox, `exit ${code}`)
-        assert.deepStrictEqual(output.exit, { _tag: "Exited", code } as Sandbox.ProcessExit)
-      }
-    }))
-
-  it.scopedLive("keeps stderr separate from stdout", () =>
-    Effect.gen(function*() {
-      const sandbox = yield* makeSandbox()
-      const output = yield* sh(sandbox, "echo out; echo err >&2; echo out2")
-      assert.strictEqual(output.stdout.toString(), "out\nout2\n")
-      assert.strictEqual(output.stderr.toString(), "err\n")
     }))
 
   it.scopedLive("signals the command's process group; a signal we sent is reported as Signaled (128 + n)", () =>
@@ -81,41 +67,6 @@ describe("DockerSandbox processes", () => {
       assert.strictEqual(root.stdout.toString(), "0\n")
       const user = yield* sh(sandbox, "id -un; echo $HOME", { user: "user" })
       assert.strictEqual(user.stdout.toString(), "user\n/home/user\n")
-    }))
-
-  it.scopedLive("delivers 1 MiB of stdout intact", () =>
-    Effect.gen(function*() {
-      const sandbox = yield* makeSandbox()
-      const output = yield* sh(
-        sandbox,
-        "head -c 1048576 /dev/urandom > /tmp/big; sha256sum /tmp/big | cut -d' ' -f1 >&2; cat /tmp/big"
-      )
-      assert.strictEqual(output.stdout.length, 1048576)
-      assert.strictEqual(createHash("sha256").update(output.stdout).digest("hex"), output.stderr.toString().trim())
-    }))
-
-  it.scopedLive("streams stdin and delivers EOF when the sink ends", () =>
-    Effect.gen(function*() {
-      const sandbox = yield* makeSandbox()
-      const chunks = Array.from({ length: 64 }, (_, i) => encoder.encode(`line ${i} ${"x".repeat(1000)}\n`))
-      const output = yield* run(sandbox, { command: "cat" }, Stream.fromIterable(chunks))
-      assert.isTrue(output.stdout.equals(Buffer.concat(chunks)), "stdout equals stdin")
-      assert.deepStrictEqual(output.exit, { _tag: "Exited", code: 0 } as Sandbox.ProcessExit)
-      const counted = yield* run(sandbox, { command: "wc", args: ["-c"] }, Stream.make(encoder.encode("12345")))
-      assert.strictEqual(counted.stdout.toString().trim(), "5")
-    }))
-
-  it.scopedLive("runs a command that does not exist as a shell would: 127", () =>
-    Effect.gen(function*() {
-      const sandbox = yield* makeSandbox()
-      const output = yield* run(sandbox, { command: "no-such-command-here" })
-      assert.strictEqual(output.exit.code, 127)
-      assert.include(output.stderr.toString(), "no-such-command-here")
-      assert.strictEqual(output.stdout.length, 0)
-      const shell = yield* sh(sandbox, "no-such-command-here")
-      assert.strictEqual(shell.exit.code, 127)
-      const notExecutable = yield* run(sandbox, { command: "/etc/passwd" })
-      assert.strictEqual(notExecutable.exit.code, 126)
     }))
 
   it.scopedLive("allocates a terminal: tty, size, resize, exit code", () =>
@@ -207,16 +158,6 @@ describe("DockerSandbox processes", () => {
       ).pipe(Effect.timeoutOption("300 millis"))
       assert.strictEqual(result._tag, "None")
       assert.deepStrictEqual(yield* eventually(() => processesWith(other), (pids) => pids.length === 0), [])
-    }))
-
-  it.scopedLive("64 concurrent spawns of true all succeed", () =>
-    Effect.gen(function*() {
-      const sandbox = yield* makeSandbox()
-      const outputs = yield* Effect.all(
-        Array.from({ length: 64 }, () => run(sandbox, { command: "true" })),
-        { concurrency: "unbounded" }
-      )
-      assert.deepStrictEqual(outputs.map((o) => o.exit.code), outputs.map(() => 0))
     }))
 
   it.scopedLive("shares one environment: a background server started by one exec serves the next", () =>
