@@ -69,34 +69,6 @@ describe("DockerSandbox processes", () => {
       assert.strictEqual(user.stdout.toString(), "user\n/home/user\n")
     }))
 
-  it.scopedLive("allocates a terminal: tty, size, resize, exit code", () =>
-    Effect.gen(function*() {
-      const sandbox = yield* makeSandbox()
-      const process = yield* sandbox.spawn({
-        command: "/bin/sh",
-        args: ["-c", "tty; stty size; read _; stty size; exit 3"],
-        pty: { term: "xterm-256color", cols: 100, rows: 40 }
-      })
-      const input = yield* Queue.unbounded<Uint8Array>()
-      yield* Effect.forkScoped(Stream.run(Stream.fromQueue(input), process.stdin))
-      const outputs = yield* Queue.unbounded<string>()
-      const reader = yield* Effect.forkScoped(
-        Stream.runForEach(Stream.decodeText(process.stdout), (text) => Queue.offer(outputs, text))
-      )
-      let seen = ""
-      while (!/\d+ \d+\r\n/.test(seen)) seen += yield* Queue.take(outputs)
-      assert.match(seen, /^\/dev\/pts\/\d+\r\n40 100\r\n$/)
-      yield* process.resize({ cols: 120, rows: 50 })
-      yield* Queue.offer(input, encoder.encode("\n"))
-      const exit = yield* process.exit
-      yield* Fiber.join(reader)
-      seen += (yield* Queue.takeAll(outputs)).pipe((c) => [...c].join(""))
-      assert.match(seen, /50 120\r\n$/)
-      assert.deepStrictEqual(exit, { _tag: "Exited", code: 3 } as Sandbox.ProcessExit)
-      const stderr = yield* Stream.runCollect(process.stderr)
-      assert.strictEqual(stderr.length, 0)
-    }))
-
   it.scopedLive("a terminal reports TERM, death by a signal we sent, and an interactive shell's exit code", () =>
     Effect.gen(function*() {
       const sandbox = yield* makeSandbox()

@@ -1,11 +1,14 @@
 /**
  * What every transport's processes must do alike, written once and run against each `Sandbox`
  * (LocalSandbox in both isolation modes, DockerSandbox): exit codes, separate stderr, output and
- * input intact, a missing or non-executable command as a shell reports it, concurrency. Each
+ * input intact, a missing or non-executable command as a shell reports it, concurrency, a terminal
+ * (tty, size, resize, exit code). Each
  * transport's own file keeps what differs (signals, terminals, users, lifecycle).
  */
 import { assert, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { createHash } from "node:crypto"
@@ -75,5 +78,33 @@ export const processConformance = (make: () => Effect.Effect<Sandbox.Sandbox, un
         { concurrency: "unbounded" }
       )
       assert.deepStrictEqual(outputs.map((o) => o.exit.code), outputs.map(() => 0))
+    }))
+
+  it.scopedLive("allocates a terminal: tty, size, resize, exit code", () =>
+    Effect.gen(function*() {
+      const sandbox = yield* make()
+      const process = yield* sandbox.spawn({
+        command: "/bin/sh",
+        args: ["-c", "tty; stty size; read _; stty size; exit 3"],
+        pty: { term: "xterm-256color", cols: 100, rows: 40 }
+      })
+      const input = yield* Queue.unbounded<Uint8Array>()
+      yield* Effect.forkScoped(Stream.run(Stream.fromQueue(input), process.stdin))
+      const outputs = yield* Queue.unbounded<string>()
+      const reader = yield* Effect.forkScoped(
+        Stream.runForEach(Stream.decodeText(process.stdout), (text) => Queue.offer(outputs, text))
+      )
+      let seen = ""
+      while (!/\d+ \d+\r\n/.test(seen)) seen += yield* Queue.take(outputs)
+      assert.match(seen, /^\/dev\/pts\/\d+\r\n40 100\r\n$/)
+      yield* process.resize({ cols: 120, rows: 50 })
+      yield* Queue.offer(input, encoder.encode("\n"))
+      const exit = yield* process.exit
+      yield* Fiber.join(reader)
+      seen += (yield* Queue.takeAll(outputs)).pipe((c) => [...c].join(""))
+      assert.match(seen, /50 120\r\n$/)
+      assert.deepStrictEqual(exit, { _tag: "Exited", code: 3 } as Sandbox.ProcessExit)
+      const stderr = yield* Stream.runCollect(process.stderr)
+      assert.strictEqual(stderr.length, 0)
     }))
 }
