@@ -5,6 +5,7 @@ import { createHash, randomBytes } from "node:crypto"
 import * as Fs from "node:fs"
 import type * as Sandbox from "../../src/Sandbox.js"
 import { collectBytes, encoder, eventually, processesWith, sh } from "../local/support.js"
+import { fileSystemConformance } from "../support/fileSystemConformance.js"
 import { docker, makeSandbox } from "./support.js"
 
 const writeFile = (fs: Sandbox.SandboxFileSystem, path: string, data: Uint8Array | string) =>
@@ -29,6 +30,8 @@ const readFile = (fs: Sandbox.SandboxFileSystem, path: string, chunk = 256 * 102
   })
 
 describe("DockerSandbox file operations (busybox-only image)", () => {
+  fileSystemConformance(() => makeSandbox({ workdir: "/tmp" }))
+
   it.scopedLive("writes, reads, stats and lists files relative to the working directory", () =>
     Effect.gen(function*() {
       const sandbox = yield* makeSandbox({ workdir: "/root" })
@@ -77,31 +80,6 @@ describe("DockerSandbox file operations (busybox-only image)", () => {
       assert.strictEqual((yield* fs.stat("dir")).mode & 0o777, 0o755)
     }))
 
-  it.scopedLive("maps errors to reasons", () =>
-    Effect.gen(function*() {
-      const { fs } = yield* makeSandbox({ workdir: "/tmp" })
-      const missing = yield* Effect.flip(fs.stat("missing"))
-      assert.strictEqual(missing.reason, "NotFound")
-      assert.strictEqual(missing.path, "missing")
-      yield* fs.makeDirectory("d")
-      yield* fs.makeDirectory("d/e")
-      assert.strictEqual((yield* Effect.flip(fs.makeDirectory("d"))).reason, "AlreadyExists")
-      assert.strictEqual((yield* Effect.flip(fs.makeDirectory("nope/x"))).reason, "NotFound")
-      assert.strictEqual((yield* Effect.flip(fs.removeDirectory("d"))).reason, "NotEmpty")
-      assert.strictEqual((yield* Effect.flip(fs.remove("d"))).reason, "IsADirectory")
-      assert.strictEqual((yield* Effect.flip(fs.remove("nope"))).reason, "NotFound")
-      yield* writeFile(fs, "f", "")
-      assert.strictEqual((yield* Effect.flip(fs.readDirectory("f"))).reason, "NotADirectory")
-      assert.strictEqual((yield* Effect.flip(fs.readDirectory("nope"))).reason, "NotFound")
-      assert.strictEqual((yield* Effect.flip(fs.open("d", { write: true }))).reason, "IsADirectory")
-      assert.strictEqual((yield* Effect.flip(fs.open("nope", { read: true }))).reason, "NotFound")
-      assert.strictEqual((yield* Effect.flip(fs.open("nope/x", { write: true, create: true }))).reason, "NotFound")
-      assert.strictEqual((yield* Effect.flip(fs.readLink("f"))).reason, "InvalidArgument")
-      assert.strictEqual((yield* Effect.flip(fs.realPath("nope/x"))).reason, "NotFound")
-      yield* fs.removeDirectory("d/e")
-      yield* fs.remove("f")
-    }))
-
   it.scopedLive("checks permissions as the sandbox's user", () =>
     Effect.gen(function*() {
       const { fs } = yield* makeSandbox({ user: "user", workdir: "/home/user" })
@@ -145,48 +123,6 @@ describe("DockerSandbox file operations (busybox-only image)", () => {
         left = yield* userProcesses()
       }
       assert.deepStrictEqual(left, [])
-    }))
-
-  it.scopedLive("renames without overwriting unless asked, links, symlinks and realpath", () =>
-    Effect.gen(function*() {
-      const sandbox = yield* makeSandbox({ workdir: "/tmp" })
-      const { fs } = sandbox
-      yield* writeFile(fs, "a", "A")
-      yield* writeFile(fs, "b", "B")
-      assert.strictEqual((yield* Effect.flip(fs.rename("a", "b"))).reason, "AlreadyExists")
-      yield* fs.rename("a", "c")
-      assert.strictEqual((yield* Effect.flip(fs.stat("a"))).reason, "NotFound")
-      yield* fs.rename("c", "b", { overwrite: true })
-      assert.strictEqual((yield* readFile(fs, "b")).toString(), "A")
-      yield* fs.makeDirectory("dir1")
-      yield* fs.makeDirectory("dir2")
-      assert.strictEqual((yield* Effect.flip(fs.rename("dir1", "dir2"))).reason, "AlreadyExists")
-      // not moved into dir2 either
-      assert.deepStrictEqual(yield* fs.readDirectory("dir2"), [])
-      yield* fs.rename("dir1", "dir3")
-      assert.strictEqual((yield* Effect.flip(fs.rename("nope", "x"))).reason, "NotFound")
-
-      yield* fs.symlink("b", "link")
-      assert.strictEqual(yield* fs.readLink("link"), "b")
-      assert.strictEqual((yield* fs.lstat("link")).type, "SymbolicLink")
-      assert.strictEqual((yield* fs.stat("link")).type, "File")
-      assert.strictEqual(yield* fs.realPath("link"), "/tmp/b")
-      assert.strictEqual(yield* fs.realPath("not-yet"), "/tmp/not-yet")
-      assert.strictEqual(yield* fs.realPath("."), "/tmp")
-      assert.strictEqual(yield* fs.realPath("/tmp/../etc/./"), "/etc")
-      assert.strictEqual((yield* Effect.flip(fs.symlink("b", "dir3"))).reason, "AlreadyExists")
-      yield* fs.symlink("/tmp/dir3", "dirlink")
-      assert.strictEqual(yield* fs.realPath("dirlink/x"), "/tmp/dir3/x")
-      yield* fs.link("b", "hard")
-      assert.strictEqual((yield* fs.stat("hard")).nlink, 2)
-      assert.strictEqual((yield* Effect.flip(fs.link("b", "hard"))).reason, "AlreadyExists")
-      yield* fs.remove("hard")
-      yield* fs.remove("link")
-      assert.strictEqual((yield* fs.stat("b")).type, "File")
-      yield* fs.removeDirectory("dir3")
-      const entries = yield* fs.readDirectory(".")
-      assert.deepStrictEqual(entries.map((e) => e.name).sort(), ["b", "dir2", "dirlink"])
-      assert.strictEqual(entries.find((e) => e.name === "dirlink")!.attributes.type, "SymbolicLink")
     }))
 
   it.scopedLive("handles names with spaces, quotes, newlines, backslashes and non-ASCII", () =>

@@ -12,6 +12,7 @@ import { internals } from "../../src/internal/local/sandbox.js"
 import * as LocalSandbox from "../../src/LocalSandbox.js"
 import type { Sandbox, SandboxFileSystem } from "../../src/Sandbox.js"
 import type { SandboxError } from "../../src/SshError.js"
+import { fileSystemConformance } from "../support/fileSystemConformance.js"
 import { collectBytes, encoder, eventually, hasBwrap, sh } from "./support.js"
 
 type Mode = "bubblewrap" | "none"
@@ -407,6 +408,7 @@ const cases: ReadonlyArray<Case> = [
 const modes: ReadonlyArray<Mode> = hasBwrap ? ["bubblewrap", "none"] : ["none"]
 
 describe.each(modes)("LocalSandbox fs and connect (%s)", (mode) => {
+  fileSystemConformance(() => LocalSandbox.make({ isolation: mode }))
   for (const testCase of cases) {
     if (testCase.modes !== undefined && !testCase.modes.includes(mode)) continue
     it.scopedLive(

@@ -47,53 +47,6 @@ describe("LocalSandbox file operations and connections (none)", () => {
       assert.isAbove(stats.blocks, 0)
     }))
 
-  it.scopedLive("maps errors to reasons", () =>
-    Effect.gen(function*() {
-      const { fs } = yield* make
-      assert.strictEqual((yield* Effect.flip(fs.stat("missing"))).reason, "NotFound")
-      yield* fs.makeDirectory("d")
-      yield* fs.makeDirectory("d/e")
-      assert.strictEqual((yield* Effect.flip(fs.makeDirectory("d"))).reason, "AlreadyExists")
-      assert.strictEqual((yield* Effect.flip(fs.removeDirectory("d"))).reason, "NotEmpty")
-      assert.strictEqual((yield* Effect.flip(fs.remove("d"))).reason, "IsADirectory")
-      const file = yield* fs.open("f", { write: true, create: true })
-      yield* file.close
-      assert.strictEqual((yield* Effect.flip(fs.readDirectory("f"))).reason, "NotADirectory")
-      const error = yield* Effect.flip(fs.stat("missing"))
-      assert.strictEqual(error.path, "missing")
-    }))
-
-  it.scopedLive("renames without overwriting unless asked, links, symlinks and realpath", () =>
-    Effect.gen(function*() {
-      const sandbox = yield* make
-      const { fs } = sandbox
-      const write = (path: string, text: string) =>
-        Effect.flatMap(fs.open(path, { write: true, create: true, truncate: true }), (file) =>
-          Effect.zipRight(file.write(0, encoder.encode(text)), file.close))
-      yield* write("a", "A")
-      yield* write("b", "B")
-      assert.strictEqual((yield* Effect.flip(fs.rename("a", "b"))).reason, "AlreadyExists")
-      yield* fs.rename("a", "c")
-      assert.strictEqual((yield* Effect.flip(fs.stat("a"))).reason, "NotFound")
-      yield* fs.rename("c", "b", { overwrite: true })
-      assert.strictEqual(Fs.readFileSync(Path.join(sandbox.info.workdir, "b"), "utf8"), "A")
-      yield* fs.makeDirectory("dir1")
-      yield* fs.makeDirectory("dir2")
-      assert.strictEqual((yield* Effect.flip(fs.rename("dir1", "dir2"))).reason, "AlreadyExists")
-      yield* fs.rename("dir1", "dir3")
-
-      yield* fs.symlink("b", "link")
-      assert.strictEqual(yield* fs.readLink("link"), "b")
-      assert.strictEqual((yield* fs.lstat("link")).type, "SymbolicLink")
-      assert.strictEqual((yield* fs.stat("link")).type, "File")
-      assert.strictEqual(yield* fs.realPath("link"), Path.join(sandbox.info.workdir, "b"))
-      assert.strictEqual(yield* fs.realPath("not-yet"), Path.join(sandbox.info.workdir, "not-yet"))
-      yield* fs.link("b", "hard")
-      assert.strictEqual((yield* fs.stat("hard")).nlink, 2)
-      yield* fs.remove("hard")
-      yield* fs.removeDirectory("dir3")
-    }))
-
   it.scopedLive("connects to a TCP server with the host's network", () =>
     Effect.gen(function*() {
       const sandbox = yield* make
