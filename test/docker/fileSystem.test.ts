@@ -32,52 +32,16 @@ const readFile = (fs: Sandbox.SandboxFileSystem, path: string, chunk = 256 * 102
 describe("DockerSandbox file operations (busybox-only image)", () => {
   fileSystemConformance(() => makeSandbox({ workdir: "/tmp" }))
 
-  it.scopedLive("writes, reads, stats and lists files relative to the working directory", () =>
+  it.scopedLive("works relative to the working directory; chown as root; the file system's name limit", () =>
     Effect.gen(function*() {
       const sandbox = yield* makeSandbox({ workdir: "/root" })
       const fs = sandbox.fs
-      yield* fs.makeDirectory("dir", 0o755)
-      const file = yield* fs.open("dir/a.txt", { write: true, create: true, exclusive: true }, 0o640)
-      yield* file.write(0, encoder.encode("hello world"))
-      yield* file.write(6, encoder.encode("WORLD"))
-      yield* file.sync
-      yield* file.close
-      yield* file.close // idempotent
-      assert.strictEqual((yield* sh(sandbox, "cat /root/dir/a.txt")).stdout.toString(), "hello WORLD")
-
-      const reader = yield* fs.open("dir/a.txt", { read: true })
-      assert.strictEqual(Buffer.from(yield* reader.read(6, 100)).toString(), "WORLD")
-      assert.strictEqual(Buffer.from(yield* reader.read(0, 5)).toString(), "hello")
-      assert.strictEqual((yield* reader.read(100, 10)).length, 0)
-      const attributes = yield* reader.stat
-      assert.strictEqual(attributes.type, "File")
-      assert.strictEqual(attributes.size, 11)
-      assert.strictEqual(attributes.mode & 0o777, 0o640)
-      yield* reader.close
-      assert.strictEqual((yield* Effect.flip(reader.read(0, 1))).reason, "Closed")
-
-      const entries = yield* fs.readDirectory("dir")
-      assert.deepStrictEqual(entries.map((e) => [e.name, e.attributes.type, e.attributes.size]), [[
-        "a.txt",
-        "File",
-        11
-      ]])
-      const exclusive = yield* Effect.flip(fs.open("dir/a.txt", { write: true, create: true, exclusive: true }))
-      assert.strictEqual(exclusive.reason, "AlreadyExists")
-
-      yield* fs.setStat("dir/a.txt", { mode: 0o600, mtime: 1_000_000, atime: 2_000_000, size: 5 })
-      const changed = yield* fs.stat("dir/a.txt")
-      assert.strictEqual(changed.mode & 0o777, 0o600)
-      assert.strictEqual(changed.mtime, 1_000_000)
-      assert.strictEqual(changed.atime, 2_000_000)
-      assert.strictEqual(changed.size, 5)
-      yield* fs.setStat("dir/a.txt", { uid: 1000, gid: 1000 })
-      const owned = yield* fs.lstat("dir/a.txt")
+      yield* writeFile(fs, "a.txt", "hello WORLD")
+      assert.strictEqual((yield* sh(sandbox, "cat /root/a.txt")).stdout.toString(), "hello WORLD")
+      yield* fs.setStat("a.txt", { uid: 1000, gid: 1000 })
+      const owned = yield* fs.lstat("a.txt")
       assert.deepStrictEqual([owned.uid, owned.gid], [1000, 1000])
-      const stats = yield* fs.statFileSystem(".")
-      assert.isAbove(stats.blocks, 0)
-      assert.strictEqual(stats.nameMax, 255)
-      assert.strictEqual((yield* fs.stat("dir")).mode & 0o777, 0o755)
+      assert.strictEqual((yield* fs.statFileSystem(".")).nameMax, 255)
     }))
 
   it.scopedLive("checks permissions as the sandbox's user", () =>

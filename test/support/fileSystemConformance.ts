@@ -1,7 +1,7 @@
 /**
  * What every transport's `SandboxFileSystem` must do alike, written once and run against each
- * (LocalSandbox on the host and through its in-sandbox agent, DockerSandbox): the error reasons,
- * and rename, links, symlinks and realpath. Each test works in a fresh directory of its own.
+ * (LocalSandbox on the host and through its in-sandbox agent, DockerSandbox): writes, reads and
+ * attributes, the error reasons, and rename, links, symlinks and realpath. Each test works in a fresh directory of its own.
  */
 import { assert, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
@@ -35,6 +35,50 @@ const freshDirectory = (fs: Sandbox.SandboxFileSystem) =>
 
 /** Registers the shared file tests (call inside a `describe`); `make` gives a fresh sandbox. */
 export const fileSystemConformance = (make: () => Effect.Effect<Sandbox.Sandbox, unknown, Scope.Scope>): void => {
+  it.scopedLive("writes, reads at offsets, stats, lists, refuses exclusive re-creation, sets attributes", () =>
+    Effect.gen(function*() {
+      const { fs } = yield* make()
+      const { at } = yield* freshDirectory(fs)
+      yield* fs.makeDirectory(at("dir"), 0o755)
+      const file = yield* fs.open(at("dir/a.txt"), { write: true, create: true, exclusive: true }, 0o640)
+      yield* file.write(0, encoder.encode("hello world"))
+      yield* file.write(6, encoder.encode("WORLD"))
+      yield* file.sync
+      yield* file.close
+      yield* file.close // idempotent
+
+      const reader = yield* fs.open(at("dir/a.txt"), { read: true })
+      assert.strictEqual(Buffer.from(yield* reader.read(6, 100)).toString(), "WORLD")
+      assert.strictEqual(Buffer.from(yield* reader.read(0, 5)).toString(), "hello")
+      assert.strictEqual((yield* reader.read(100, 10)).length, 0)
+      const attributes = yield* reader.stat
+      assert.strictEqual(attributes.type, "File")
+      assert.strictEqual(attributes.size, 11)
+      assert.strictEqual(attributes.mode & 0o777, 0o640)
+      yield* reader.close
+      assert.strictEqual((yield* Effect.flip(reader.read(0, 1))).reason, "Closed")
+
+      const entries = yield* fs.readDirectory(at("dir"))
+      assert.deepStrictEqual(entries.map((e) => [e.name, e.attributes.type, e.attributes.size]), [[
+        "a.txt",
+        "File",
+        11
+      ]])
+      const exclusive = yield* Effect.flip(fs.open(at("dir/a.txt"), { write: true, create: true, exclusive: true }))
+      assert.strictEqual(exclusive.reason, "AlreadyExists")
+
+      yield* fs.setStat(at("dir/a.txt"), { mode: 0o600, mtime: 1_000_000, atime: 2_000_000, size: 5 })
+      const changed = yield* fs.stat(at("dir/a.txt"))
+      assert.strictEqual(changed.mode & 0o777, 0o600)
+      assert.strictEqual(changed.mtime, 1_000_000)
+      assert.strictEqual(changed.atime, 2_000_000)
+      assert.strictEqual(changed.size, 5)
+      assert.strictEqual(yield* readText(fs, at("dir/a.txt")), "hello")
+      assert.strictEqual((yield* fs.stat(at("dir"))).mode & 0o777, 0o755)
+      const stats = yield* fs.statFileSystem(at("dir"))
+      assert.isAbove(stats.blocks, 0)
+    }))
+
   it.scopedLive("maps errors to reasons", () =>
     Effect.gen(function*() {
       const { fs } = yield* make()
