@@ -11,6 +11,7 @@ import * as LocalSandbox from "../src/LocalSandbox.js"
 import * as SandboxSsh from "../src/SandboxSsh.js"
 import type * as SshServer from "../src/SshServer.js"
 import { makeOpenSshSetup, type OpenSshSetup, run } from "./support/openssh.js"
+import { freePort, readFromPort } from "./support/ports.js"
 
 const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex")
 
@@ -262,28 +263,6 @@ describe("SshServer keys and options", () => {
       if (Either.isLeft(result)) assert.strictEqual(result.left._tag, "InvalidOptionError")
     }))
 })
-
-const freePort = Effect.async<number>((resume) => {
-  const server = net.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const port = (server.address() as net.AddressInfo).port
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
-
-/** Connects to a forwarded port (retrying while ssh sets it up) and reads until EOF. */
-const readFromPort = (port: number): Effect.Effect<string> =>
-  Effect.async<string, Error>((resume) => {
-    const socket = net.connect(port, "127.0.0.1")
-    let data = ""
-    socket.on("data", (chunk) => (data += chunk.toString()))
-    // Nothing received: the forward (or the server behind it) is not up yet; try again.
-    socket.on("end", () => resume(data === "" ? Effect.fail(new Error("empty")) : Effect.succeed(data)))
-    socket.on("error", (error) => resume(Effect.fail(error)))
-  }).pipe(
-    Effect.retry(Schedule.intersect(Schedule.spaced("100 millis"), Schedule.recurs(100))),
-    Effect.orDie
-  )
 
 /** A minimal SOCKS5 client: CONNECT to 127.0.0.1:port through the proxy, send `message`, read the echo. */
 const socks5 = (proxyPort: number, port: number, message: string): Effect.Effect<{ status: number; data: string }> =>

@@ -4,16 +4,15 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
-import * as net from "node:net"
 import * as Path from "node:path"
 import type * as Sandbox from "../../src/Sandbox.js"
 import * as SandboxSsh from "../../src/SandboxSsh.js"
 import { sh } from "../local/support.js"
 import { makeOpenSshSetup, type OpenSshSetup, run } from "../support/openssh.js"
+import { freePort, readFromPort } from "../support/ports.js"
 import { makeSandbox } from "./support.js"
 
 const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex")
@@ -190,24 +189,3 @@ describe("OpenSSH tools through prepareServer(...).listen() on a DockerSandbox",
       assert.strictEqual(received, "hello from inside\n")
     }))
 })
-
-const freePort = Effect.async<number>((resume) => {
-  const server = net.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const port = (server.address() as net.AddressInfo).port
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
-
-/** Connects to a forwarded port (retrying while ssh sets it up) and reads until EOF. */
-const readFromPort = (port: number): Effect.Effect<string> =>
-  Effect.async<string, Error>((resume) => {
-    const socket = net.connect(port, "127.0.0.1")
-    let data = ""
-    socket.on("data", (chunk) => (data += chunk.toString()))
-    socket.on("end", () => resume(data === "" ? Effect.fail(new Error("empty")) : Effect.succeed(data)))
-    socket.on("error", (error) => resume(Effect.fail(error)))
-  }).pipe(
-    Effect.retry(Schedule.intersect(Schedule.spaced("100 millis"), Schedule.recurs(100))),
-    Effect.orDie
-  )
