@@ -6,8 +6,8 @@ import * as Effect from "effect/Effect"
 import type * as Fiber from "effect/Fiber"
 import type * as Scope from "effect/Scope"
 import { PassThrough } from "node:stream"
-import { FXP } from "../../src/internal/server/sftp/protocol.js"
 import { serve, type SftpServerOptions, type SftpSessionError } from "../../src/internal/server/sftp/server.js"
+import { FXP } from "../../src/internal/sftpProtocol.js"
 import type { SandboxFileSystem } from "../../src/Sandbox.js"
 
 /** Packet types, from the server's own table. */

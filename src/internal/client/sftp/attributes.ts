@@ -7,37 +7,25 @@ import type * as ssh2 from "ssh2"
 import type { FileInfo, FileSystemStats, FileType, SetAttributes } from "../../../SftpClient.js"
 import { SftpError, type SftpErrorReason } from "../../../SshError.js"
 import { fileTypeOf } from "../../fileMode.js"
-
-/** SFTP v3 status codes (draft-ietf-secsh-filexfer-02 §7). @internal */
-export const Status = {
-  OK: 0,
-  EOF: 1,
-  NO_SUCH_FILE: 2,
-  PERMISSION_DENIED: 3,
-  FAILURE: 4,
-  BAD_MESSAGE: 5,
-  NO_CONNECTION: 6,
-  CONNECTION_LOST: 7,
-  OP_UNSUPPORTED: 8
-} as const
+import { FX } from "../../sftpProtocol.js"
 
 const reasonOfStatus = (code: unknown): SftpErrorReason | undefined => {
   switch (code) {
-    case Status.EOF:
+    case FX.EOF:
       return "Eof"
-    case Status.NO_SUCH_FILE:
+    case FX.NO_SUCH_FILE:
       return "NoSuchFile"
-    case Status.PERMISSION_DENIED:
+    case FX.PERMISSION_DENIED:
       return "PermissionDenied"
-    case Status.FAILURE:
+    case FX.FAILURE:
       return "Failure"
-    case Status.BAD_MESSAGE:
+    case FX.BAD_MESSAGE:
       return "BadMessage"
-    case Status.NO_CONNECTION:
+    case FX.NO_CONNECTION:
       return "NoConnection"
-    case Status.CONNECTION_LOST:
+    case FX.CONNECTION_LOST:
       return "ConnectionLost"
-    case Status.OP_UNSUPPORTED:
+    case FX.OP_UNSUPPORTED:
       return "Unsupported"
     default:
       return undefined

@@ -21,8 +21,9 @@ import type {
   WriteSinkOptions
 } from "../../../SftpClient.js"
 import { SftpError, type SshError } from "../../../SshError.js"
+import { FX } from "../../sftpProtocol.js"
 import type { ClientState } from "../process.js"
-import { needsCurrent, OpenMode, Status, toFileInfo, toFileSystemStats, toSsh2Attributes } from "./attributes.js"
+import { needsCurrent, OpenMode, toFileInfo, toFileSystemStats, toSsh2Attributes } from "./attributes.js"
 import { openSession, type Session } from "./session.js"
 import { readInto, sinkHandle, streamHandle, writeFrom } from "./transfer.js"
 import { download, upload } from "./tree.js"
@@ -53,7 +54,7 @@ const writeFlags: Record<WriteFlag, number> = {
 const bytesOf = (data: Uint8Array | string): Uint8Array => typeof data === "string" ? Buffer.from(data, "utf8") : data
 
 const isEof = (error: unknown) =>
-  typeof error === "object" && error !== null && (error as { code?: unknown }).code === Status.EOF
+  typeof error === "object" && error !== null && (error as { code?: unknown }).code === FX.EOF
 
 /**
  * Opens an SFTP session on the client's connection; closing the scope closes it.

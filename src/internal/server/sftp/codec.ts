@@ -7,7 +7,7 @@
  * @internal
  */
 import type { FileAttributes, SetAttributes } from "../../../Sandbox.js"
-import { ATTR, FXP, MAX_PACKET_LENGTH, type StatusCode, VERSION } from "./protocol.js"
+import { ATTR, FXP, MAX_PACKET_LENGTH, type StatusCode, VERSION } from "../../sftpProtocol.js"
 
 /**
  * The peer sent something that is not SFTP: the session ends (OpenSSH's `sftp-server` exits).

@@ -24,6 +24,20 @@ import type { Readable, Writable } from "node:stream"
 import type { DirectoryEntry, FileAttributes, OpenFlags, SandboxFileSystem } from "../../../Sandbox.js"
 import type { SandboxError } from "../../../SshError.js"
 import {
+  DEFAULT_MAX_HANDLES,
+  DEFAULT_MAX_IN_FLIGHT,
+  EXTENSIONS,
+  FX,
+  FXF,
+  FXP,
+  MAX_DATA_LENGTH,
+  MAX_PACKET_LENGTH,
+  READDIR_BATCH,
+  READDIR_MAX_BYTES,
+  type StatusCode,
+  statusMessages
+} from "../../sftpProtocol.js"
+import {
   encodeAttrs,
   encodeDataHeader,
   encodeExtendedUint64s,
@@ -49,20 +63,6 @@ import {
   type ReplyTurn
 } from "./handles.js"
 import { longname } from "./longname.js"
-import {
-  DEFAULT_MAX_HANDLES,
-  DEFAULT_MAX_IN_FLIGHT,
-  EXTENSIONS,
-  FX,
-  FXF,
-  FXP,
-  MAX_DATA_LENGTH,
-  MAX_PACKET_LENGTH,
-  READDIR_BATCH,
-  READDIR_MAX_BYTES,
-  type StatusCode,
-  statusMessages
-} from "./protocol.js"
 
 /**
  * Why a session ended early: the peer broke the protocol, or the input failed.
