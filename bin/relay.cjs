@@ -3,6 +3,9 @@
 // starting that daemon when none answers. The daemon keeps the sandbox (and whatever runs in it)
 // for every connection, and for --linger after the last one.
 //
+// `sandbox-ssh stop <the same selection options>` ends that daemon (SIGTERM, then SIGKILL after
+// 10 s): its sandbox and every process in it end too.
+//
 // OpenSSH starts one of these per connection, so it loads no bundle and no Effect: only Node's
 // built-in modules. Its options are those of serveStdio.ts; it checks the few it needs and passes
 // the rest to the daemon, which checks them and reports through its log (printed here on failure).
@@ -27,6 +30,9 @@ const fail = (message) => {
   process.exit(1)
 }
 
+const stopping = process.argv[2] === "stop"
+const command = stopping ? "stop" : "serve"
+
 let values
 try {
   values = parseArgs({
@@ -46,7 +52,7 @@ try {
     }
   }).values
 } catch (error) {
-  fail(`invalid option serve: ${error.message} (see: sandbox-ssh serve --help)`)
+  fail(`invalid option ${command}: ${error.message} (see: sandbox-ssh ${command} --help)`)
 }
 if (!["auto", "bubblewrap", "none"].includes(values.isolation)) {
   fail("invalid option --isolation: one of auto, bubblewrap, none")
@@ -263,4 +269,47 @@ const main = async () => {
   }
 }
 
-main().catch((error) => fail(String(error?.stack ?? error)))
+/** Host pids of this user's daemons serving `socketPath` (`serve --socket <socketPath>`). */
+const daemonsServing = () =>
+  fs.readdirSync("/proc").flatMap((entry) => {
+    const pid = Number(entry)
+    if (!Number.isInteger(pid) || pid === process.pid) return []
+    try {
+      if (fs.statSync(`/proc/${entry}`).uid !== process.getuid()) return []
+      const args = fs.readFileSync(`/proc/${entry}/cmdline`, "utf8").split("\0")
+      const at = args.findIndex((arg) => arg === "--socket")
+      const serving = at !== -1 ? args[at + 1] : args.find((arg) => arg.startsWith("--socket="))?.slice(9)
+      return args.includes("serve") && serving === socketPath ? [pid] : []
+    } catch {
+      return []
+    }
+  })
+
+const stop = async () => {
+  const pids = daemonsServing()
+  if (pids.length === 0) {
+    process.stderr.write(`sandbox-ssh: no daemon serves ${selection.root}\n`)
+    return
+  }
+  const signal = (name) => {
+    for (const pid of pids) {
+      try {
+        process.kill(pid, name)
+      } catch {
+        // gone already
+      }
+    }
+  }
+  signal("SIGTERM")
+  const deadline = Date.now() + 10_000
+  while (daemonsServing().length > 0) {
+    if (Date.now() > deadline) {
+      signal("SIGKILL")
+      break
+    }
+    await sleep(20)
+  }
+  process.stderr.write(`sandbox-ssh: stopped the daemon of ${selection.root} (pid ${pids.join(", ")})\n`)
+}
+
+;(stopping ? stop() : main()).catch((error) => fail(String(error?.stack ?? error)))

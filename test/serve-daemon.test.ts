@@ -100,6 +100,32 @@ describe("serve --stdio's daemon", () => {
       assert.strictEqual(box.sockets().length, 1)
     }))
 
+  it.scopedLive("sandbox-ssh stop ends the daemon of a selection, its sandbox and socket; again: nothing to stop", () =>
+    Effect.gen(function*() {
+      const box = yield* makeBox("bubblewrap")
+      const marker = sleepMarker()
+      assert.strictEqual((yield* box.ssh(background("bubblewrap", marker))).code, 0)
+      const [daemon] = box.daemons()
+      assert.isDefined(daemon)
+      assert.isNotEmpty(withMarker(marker))
+      const cli = (args: ReadonlyArray<string>) =>
+        run(process.execPath, [bin, "stop", "--name", "box", ...args], { env: { SANDBOX_SSH_HOME: box.home } })
+      // another selection (isolation none) names another daemon: this one stays
+      const other = yield* cli(["--isolation", "none"])
+      assert.strictEqual(other.code, 0, other.stderr)
+      assert.include(other.stderr, "no daemon serves")
+      assert.deepStrictEqual(box.daemons(), [daemon])
+      const stopped = yield* cli(["--isolation", "bubblewrap"])
+      assert.strictEqual(stopped.code, 0, stopped.stderr)
+      assert.include(stopped.stderr, `pid ${daemon}`)
+      assert.deepStrictEqual(box.daemons(), [])
+      assert.deepStrictEqual(box.sockets(), [])
+      assert.deepStrictEqual(yield* eventually(() => withMarker(marker), (pids) => pids.length === 0, 10_000), [])
+      const again = yield* cli(["--isolation", "bubblewrap"])
+      assert.strictEqual(again.code, 0, again.stderr)
+      assert.include(again.stderr, "no daemon serves")
+    }))
+
   it.scopedLive("lingers for --linger after the last connection, then ends with its sandbox and socket", () =>
     Effect.gen(function*() {
       const box = yield* makeBox("bubblewrap", ["--linger", "1s"])

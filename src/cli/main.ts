@@ -18,6 +18,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
+import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as Path from "node:path"
 import { checkTerminal } from "../internal/client/attach.js"
@@ -273,11 +274,48 @@ const configSsh = Command.make(
     })
 ).pipe(Command.withDescription("print the ~/.ssh/config block that reaches the sandbox through serve --stdio"))
 
+// stop -------------------------------------------------------------------------------------------
+
+const stop = Command.make(
+  "stop",
+  {
+    ...sandboxOptions,
+    hostKey: Options.file("host-key").pipe(Options.optional, Options.withDescription("as given to serve --stdio")),
+    authorizedKeys: Options.file("authorized-keys").pipe(Options.optional),
+    user: Options.text("user").pipe(Options.optional)
+  },
+  (options) =>
+    Effect.gen(function*() {
+      // the relay computes which daemon a selection names (bin/relay.cjs): it does the stopping
+      const args = [
+        ...Option.match(options.root, { onNone: () => [], onSome: (root) => ["--root", root] }),
+        ...Option.match(options.name, { onNone: () => [], onSome: (name) => ["--name", name] }),
+        "--isolation",
+        options.isolation,
+        ...Option.match(options.hostKey, { onNone: () => [], onSome: (path) => ["--host-key", path] }),
+        ...Option.match(options.authorizedKeys, { onNone: () => [], onSome: (path) => ["--authorized-keys", path] }),
+        ...Option.match(options.user, { onNone: () => [], onSome: (user) => ["--user", user] })
+      ]
+      const relay = Path.join(Path.dirname(binPath()), "relay.cjs")
+      const result = spawnSync(process.execPath, [relay, "stop", ...args], { stdio: "inherit" })
+      if (result.status !== 0) {
+        return yield* new InvalidOptionError({
+          option: "stop",
+          detail: `exited with ${result.status ?? result.signal}`
+        })
+      }
+    })
+).pipe(
+  Command.withDescription(
+    "stop the server daemon that serve --stdio started for a sandbox (its sandbox and processes end)"
+  )
+)
+
 // ------------------------------------------------------------------------------------------------
 
 const main = Command.make("sandbox-ssh").pipe(
   Command.withDescription("SSH for sandboxes: serve them to OpenSSH tools, or run commands in them"),
-  Command.withSubcommands([serveCommand, exec, attach, authorize, configSsh])
+  Command.withSubcommands([serveCommand, exec, attach, authorize, configSsh, stop])
 )
 
 const cli = Command.run(main, { name: "sandbox-ssh", version: "0.1.0" })
