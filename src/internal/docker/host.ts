@@ -70,15 +70,8 @@ export const killGroups = (groups: ReadonlyMap<number, number>): void => {
   }
 }
 
-/** Whether any process is in the process group. @internal */
-export const groupHasMembers = (pgid: number): boolean => {
-  try {
-    process.kill(-pgid, 0)
-    return true
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM"
-  }
-}
+/** @internal */
+export const groupHasMembers = Procfs.groupHasMembers
 
 /** Whether `/proc/<pid>` of the daemon's processes is visible here (a daemon on this host). @internal */
 export const visible = (pid: number): boolean => pid > 0 && Fs.existsSync(`/proc/${pid}`)
