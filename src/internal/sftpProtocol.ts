@@ -1,7 +1,7 @@
 /**
  * SFTP version 3 numbers (draft-ietf-secsh-filexfer-02) and the OpenSSH extensions our server
- * offers (OpenSSH `PROTOCOL` §4), plus the limits it enforces; the client reads status codes from
- * here too.
+ * offers (OpenSSH `PROTOCOL` §4), plus the limits it enforces; the client reads status codes and
+ * open flags from here too.
  *
  * @internal
  */

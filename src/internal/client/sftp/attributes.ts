@@ -7,7 +7,7 @@ import type * as ssh2 from "ssh2"
 import type { FileInfo, FileSystemStats, FileType, SetAttributes } from "../../../SftpClient.js"
 import { SftpError, type SftpErrorReason } from "../../../SshError.js"
 import { fileTypeOf } from "../../fileMode.js"
-import { FX } from "../../sftpProtocol.js"
+import { FX, FXF } from "../../sftpProtocol.js"
 
 const reasonOfStatus = (code: unknown): SftpErrorReason | undefined => {
   switch (code) {
@@ -116,12 +116,5 @@ export const toFileSystemStats = (stats: Record<string, unknown>): FileSystemSta
   nameMax: num(Number(stats.f_namemax))
 })
 
-/** SFTP v3 pflags. @internal */
-export const OpenMode = {
-  READ: 0x01,
-  WRITE: 0x02,
-  APPEND: 0x04,
-  CREAT: 0x08,
-  TRUNC: 0x10,
-  EXCL: 0x20
-} as const
+/** SFTP v3 pflags: the protocol's `SSH_FXF_*` numbers, shared with the server. @internal */
+export const OpenMode = FXF
