@@ -3,111 +3,24 @@
 // starting that daemon when none answers. The daemon keeps the sandbox (and whatever runs in it)
 // for every connection, and for --linger after the last one.
 //
-// `sandbox-ssh stop <the same selection options>` ends that daemon (SIGTERM, then SIGKILL after
-// 10 s): its sandbox and every process in it end too.
-//
 // OpenSSH starts one of these per connection, so it loads no bundle and no Effect: only Node's
-// built-in modules. Its options are those of serveStdio.ts; it checks the few it needs and passes
-// the rest to the daemon, which checks them and reports through its log (printed here on failure).
+// built-in modules. Its options are the daemon's (src/cli/daemonMain.ts); it resolves the selection
+// (bin/daemonSelection.cjs) and passes the rest to the daemon, which checks them and reports through
+// its log (printed here on failure).
 "use strict"
 const childProcess = require("node:child_process")
-const crypto = require("node:crypto")
 const fs = require("node:fs")
 const net = require("node:net")
 const os = require("node:os")
 const path = require("node:path")
-const { parseArgs } = require("node:util")
+const { daemonSelection, fail } = require("./daemonSelection.cjs")
 
 /** How long a starting daemon may take before it accepts connections. */
 const START_TIMEOUT_MS = 15_000
 /** The log is cut when a new daemon starts and it has grown past this. */
 const MAX_LOG_BYTES = 1024 * 1024
-/** `sun_path` holds 108 bytes with the NUL; the daemon also binds `<socket>.<pid>`. */
-const MAX_SOCKET_PATH = 107 - 8
 
-const fail = (message) => {
-  process.stderr.write(`sandbox-ssh: ${message}\n`)
-  process.exit(1)
-}
-
-const stopping = process.argv[2] === "stop"
-const command = stopping ? "stop" : "serve"
-
-let values
-try {
-  values = parseArgs({
-    args: process.argv.slice(3),
-    strict: true,
-    allowPositionals: false,
-    options: {
-      stdio: { type: "boolean" },
-      linger: { type: "string" },
-      root: { type: "string" },
-      name: { type: "string" },
-      isolation: { type: "string", default: "auto" },
-      "host-key": { type: "string" },
-      "authorized-keys": { type: "string" },
-      user: { type: "string" },
-      verbose: { type: "boolean", short: "v" }
-    }
-  }).values
-} catch (error) {
-  fail(`invalid option ${command}: ${error.message} (see: sandbox-ssh ${command} --help)`)
-}
-if (!["auto", "bubblewrap", "none"].includes(values.isolation)) {
-  fail("invalid option --isolation: one of auto, bubblewrap, none")
-}
-
-// The defaults as the daemon resolves them: src/internal/home.ts (home, host key, authorized_keys),
-// src/cli/sandboxSelection.ts (the sandbox root), src/internal/options.ts (user). Keep in step.
-const configuredHome = process.env.SANDBOX_SSH_HOME
-const home = configuredHome !== undefined && configuredHome !== ""
-  ? path.resolve(configuredHome)
-  : path.join(os.homedir(), ".sandbox-ssh")
-// `auto` is resolved here as LocalSandbox resolves it (src/internal/local/bubblewrap.ts, findBwrap),
-// so that `auto` and what it picks name one daemon and one environment, not two.
-const hasBwrap = () =>
-  ["/usr/bin/bwrap", ...(process.env.PATH ?? "").split(":").filter((dir) => dir !== "").map((dir) =>
-    path.join(dir, "bwrap")
-  )].some((candidate) => {
-    try {
-      fs.accessSync(candidate, fs.constants.X_OK)
-      return true
-    } catch {
-      return false
-    }
-  })
-const selection = {
-  root: values.root !== undefined
-    ? path.resolve(values.root)
-    : path.join(home, "sandboxes", values.name ?? "default"),
-  isolation: values.isolation === "auto" ? (hasBwrap() ? "bubblewrap" : "none") : values.isolation,
-  hostKey: path.resolve(values["host-key"] ?? path.join(home, "ssh_host_ed25519_key")),
-  authorizedKeys: path.resolve(values["authorized-keys"] ?? path.join(home, "authorized_keys")),
-  user: values.user ?? "root"
-}
-const hash = crypto.createHash("sha256").update(JSON.stringify(selection)).digest("hex").slice(0, 16)
-const run = path.join(home, "run")
-const socketPath = path.join(run, `${hash}.sock`)
-const logPath = path.join(run, `${hash}.log`)
-
-// The run directory holds sockets that give a shell in the sandbox: only we may enter it.
-try {
-  fs.mkdirSync(run, { recursive: true, mode: 0o700 })
-} catch (error) {
-  fail(`cannot create ${run}: ${error.message}`)
-}
-const stats = fs.lstatSync(run)
-if (!stats.isDirectory() || stats.uid !== process.getuid() || (stats.mode & 0o077) !== 0) {
-  fail(
-    `${run} must be a directory of uid ${process.getuid()} that only it can use (it is ${
-      stats.isDirectory() ? "a directory" : "not a directory"
-    } of uid ${stats.uid}, mode ${(stats.mode & 0o777).toString(8)}); fix: chmod 700 ${run}`
-  )
-}
-if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH) {
-  fail(`${socketPath} is too long for a Unix socket; use a shorter SANDBOX_SSH_HOME`)
-}
+const { selection, socketPath, logPath, values, home } = daemonSelection("serve", process.argv.slice(3))
 
 for (const signal of ["SIGHUP", "SIGTERM", "SIGINT"]) {
   process.on(signal, () => process.exit(128 + os.constants.signals[signal]))
@@ -269,47 +182,4 @@ const main = async () => {
   }
 }
 
-/** Host pids of this user's daemons serving `socketPath` (`serve --socket <socketPath>`). */
-const daemonsServing = () =>
-  fs.readdirSync("/proc").flatMap((entry) => {
-    const pid = Number(entry)
-    if (!Number.isInteger(pid) || pid === process.pid) return []
-    try {
-      if (fs.statSync(`/proc/${entry}`).uid !== process.getuid()) return []
-      const args = fs.readFileSync(`/proc/${entry}/cmdline`, "utf8").split("\0")
-      const at = args.findIndex((arg) => arg === "--socket")
-      const serving = at !== -1 ? args[at + 1] : args.find((arg) => arg.startsWith("--socket="))?.slice(9)
-      return args.includes("serve") && serving === socketPath ? [pid] : []
-    } catch {
-      return []
-    }
-  })
-
-const stop = async () => {
-  const pids = daemonsServing()
-  if (pids.length === 0) {
-    process.stderr.write(`sandbox-ssh: no daemon serves ${selection.root}\n`)
-    return
-  }
-  const signal = (name) => {
-    for (const pid of pids) {
-      try {
-        process.kill(pid, name)
-      } catch {
-        // gone already
-      }
-    }
-  }
-  signal("SIGTERM")
-  const deadline = Date.now() + 10_000
-  while (daemonsServing().length > 0) {
-    if (Date.now() > deadline) {
-      signal("SIGKILL")
-      break
-    }
-    await sleep(20)
-  }
-  process.stderr.write(`sandbox-ssh: stopped the daemon of ${selection.root} (pid ${pids.join(", ")})\n`)
-}
-
-;(stopping ? stop() : main()).catch((error) => fail(String(error?.stack ?? error)))
+main().catch((error) => fail(String(error?.stack ?? error)))

@@ -10,11 +10,11 @@ const path = require("node:path")
 
 const args = process.argv.slice(2)
 const serve = args[0] === "serve" && !args.includes("--help") && !args.includes("-h")
-if (serve && args.includes("--stdio") && !args.some((arg) => arg === "--socket" || arg.startsWith("--socket="))) {
+const daemon = serve && args.some((arg) => arg === "--socket" || arg.startsWith("--socket="))
+if (serve && !daemon && args.includes("--stdio")) {
   require("./relay.cjs")
 } else {
-  const daemon = serve && args.some((arg) => arg === "--socket" || arg.startsWith("--socket="))
-  const bundle = path.join(__dirname, "..", "dist", daemon ? "serve-stdio.cjs" : "cli.cjs")
+  const bundle = path.join(__dirname, "..", "dist", daemon ? "daemon.cjs" : "cli.cjs")
   if (!fs.existsSync(bundle)) {
     process.stderr.write("sandbox-ssh: the CLI is not built; run `npm run build` in the package directory\n")
     process.exit(1)

@@ -21,8 +21,10 @@ const ssh2Native = {
     }))
   }
 }
+// a fresh dist/: no cache of an earlier bundle, no bundle of an earlier layout
+Fs.rmSync("dist", { recursive: true, force: true })
 await build({
-  entryPoints: { cli: "src/cli/main.ts", "serve-stdio": "src/cli/serveStdio.ts" },
+  entryPoints: { cli: "src/cli/main.ts", daemon: "src/cli/daemonMain.ts" },
   outdir: "dist",
   outExtension: { ".js": ".cjs" },
   bundle: true,
@@ -38,10 +40,7 @@ await build({
 
 // The code caches: the daemon from one warm-up connection (scripts/warm-code-cache.ts), the
 // CLI from one `exec` (best effort as well: without a cache the CLI only starts slower).
-for (const old of ["dist/serve-stdio.mjs", "dist/cli.mjs", "dist/serve-stdio.cjs.cache", "dist/cli.cjs.cache"]) {
-  Fs.rmSync(old, { force: true })
-}
-spawnSync(process.execPath, ["--import", "tsx", "scripts/warm-code-cache.ts", "dist/serve-stdio.cjs"], {
+spawnSync(process.execPath, ["--import", "tsx", "scripts/warm-code-cache.ts", "dist/daemon.cjs"], {
   stdio: "inherit"
 })
 const root = Fs.mkdtempSync(Path.join(Os.tmpdir(), "sandbox-ssh-warm-up-"))

@@ -16,7 +16,7 @@ import type { Duplex } from "node:stream"
 import ssh2 from "ssh2"
 import * as SshKeys from "../src/SshKeys.js"
 
-const bundle = Path.resolve(process.argv[2] ?? "dist/serve-stdio.cjs")
+const bundle = Path.resolve(process.argv[2] ?? "dist/daemon.cjs")
 const cli = Path.resolve("bin/sandbox-ssh.js")
 
 /** Connects to `path` once the daemon listens there (it starts a sandbox first). */

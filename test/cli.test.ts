@@ -110,7 +110,7 @@ describe("sandbox-ssh CLI", () => {
   it("the CLI and the server daemon run from code caches the build wrote and this Node accepts", () => {
     // bin/code-cache.cjs compiles each bundle exactly so; a missing or rejected cache costs every
     // start the bundle's compile time (a failed warm-up is only a warning of the build)
-    for (const name of ["cli.cjs", "serve-stdio.cjs"]) {
+    for (const name of ["cli.cjs", "daemon.cjs"]) {
       const bundle = Path.resolve(import.meta.dirname, "../dist", name)
       const cachedData = fs.readFileSync(`${bundle}.cache`)
       const script = new vm.Script(Module.wrap(fs.readFileSync(bundle, "utf8")), { filename: bundle, cachedData })

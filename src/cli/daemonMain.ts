@@ -1,9 +1,8 @@
 /**
- * The fast entry for the server daemon, `sandbox-ssh serve --socket PATH` (started on demand by
- * `serve --stdio`, the OpenSSH ProxyCommand relay in bin/relay.cjs), and for one connection over
- * stdin/stdout (`serve --stdio` run straight from this bundle). It skips the full command-line
- * parser (and the modules behind it) and reads the few options `serve` takes with `node:util`.
- * Same options, same meaning as `serve` in `main.ts`.
+ * The entry of the server daemon, `sandbox-ssh serve --socket PATH` (started on demand by
+ * `serve --stdio`, the OpenSSH ProxyCommand relay in bin/relay.cjs), bundled on its own: it skips
+ * the full command-line parser (and the modules behind it) and reads the few options with
+ * `node:util`. Same options, same meaning as `serve --socket` in `main.ts`.
  *
  * @internal
  */
@@ -15,7 +14,6 @@ import * as SshKeys from "../SshKeys.js"
 import { serveSocket } from "./daemon.js"
 import { runCli, StderrLogger, withLogging } from "./runtime.js"
 import type { SandboxSelection } from "./sandboxSelection.js"
-import { serve } from "./serve.js"
 
 const parse = Effect.try({
   try: () =>
@@ -24,7 +22,6 @@ const parse = Effect.try({
       strict: true,
       allowPositionals: false,
       options: {
-        stdio: { type: "boolean" },
         socket: { type: "string" },
         linger: { type: "string" },
         root: { type: "string" },
@@ -49,22 +46,19 @@ const program = Effect.gen(function*() {
   if (!isIsolation(isolation)) {
     return yield* new InvalidOptionError({ option: "--isolation", detail: "one of auto, bubblewrap, none" })
   }
-  if ((values.socket === undefined) === (values.stdio !== true)) {
-    return yield* new InvalidOptionError({ option: "serve", detail: "give one of --socket PATH and --stdio" })
+  if (values.socket === undefined) {
+    return yield* new InvalidOptionError({ option: "--socket", detail: "the daemon needs the socket to serve" })
   }
-  const selection = {
+  yield* serveSocket({
     root: Option.fromNullable(values.root),
     name: Option.fromNullable(values.name),
     isolation,
     hostKey: values["host-key"],
     authorizedKeys: values["authorized-keys"],
-    user: values.user
-  }
-  yield* (values.socket === undefined
-    ? serve({ ...selection, stdio: true, host: "127.0.0.1", port: 0 }, SshKeys.make)
-    : serveSocket({ ...selection, socket: values.socket, linger: values.linger }, SshKeys.make)).pipe(
-      withLogging(values.verbose === true)
-    )
+    user: values.user,
+    socket: values.socket,
+    linger: values.linger
+  }, SshKeys.make).pipe(withLogging(values.verbose === true))
 })
 
 runCli(program.pipe(Effect.provide(StderrLogger)), { interruptOnHangup: true })

@@ -286,7 +286,7 @@ const stop = Command.make(
   },
   (options) =>
     Effect.gen(function*() {
-      // the relay computes which daemon a selection names (bin/relay.cjs): it does the stopping
+      // bin/stop.cjs computes which daemon a selection names, as the relay does, and stops it
       const args = [
         ...Option.match(options.root, { onNone: () => [], onSome: (root) => ["--root", root] }),
         ...Option.match(options.name, { onNone: () => [], onSome: (name) => ["--name", name] }),
@@ -296,8 +296,8 @@ const stop = Command.make(
         ...Option.match(options.authorizedKeys, { onNone: () => [], onSome: (path) => ["--authorized-keys", path] }),
         ...Option.match(options.user, { onNone: () => [], onSome: (user) => ["--user", user] })
       ]
-      const relay = Path.join(Path.dirname(binPath()), "relay.cjs")
-      const result = spawnSync(process.execPath, [relay, "stop", ...args], { stdio: "inherit" })
+      const stopScript = Path.join(Path.dirname(binPath()), "stop.cjs")
+      const result = spawnSync(process.execPath, [stopScript, "stop", ...args], { stdio: "inherit" })
       if (result.status !== 0) {
         return yield* new InvalidOptionError({
           option: "stop",
