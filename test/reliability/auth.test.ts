@@ -11,7 +11,15 @@ import * as Path from "node:path"
 import ssh2 from "ssh2"
 import * as SandboxSsh from "../../src/SandboxSsh.js"
 import { run } from "../support/openssh.js"
-import { type ClientKey, type Endpoint, generateKey, makeEndpoint, report, timeout } from "./support.js"
+import {
+  type ClientKey,
+  type Endpoint,
+  generateKey,
+  makeEndpoint,
+  report,
+  throwawayClientOptions,
+  timeout
+} from "./support.js"
 
 type Attempt =
   | { readonly type: "none" }
@@ -179,18 +187,7 @@ describe("authentication", () => {
         fs.writeFileSync(identity, generateKey().privateKey, { mode: 0o600 })
         const started = Date.now()
         const ssh = yield* run("ssh", [
-          "-F",
-          "/dev/null",
-          "-i",
-          identity,
-          "-o",
-          "IdentitiesOnly=yes",
-          "-o",
-          "StrictHostKeyChecking=no",
-          "-o",
-          "UserKnownHostsFile=/dev/null",
-          "-o",
-          "BatchMode=yes",
+          ...throwawayClientOptions(identity),
           "-p",
           String(endpoint.listener.port),
           "root@127.0.0.1",
