@@ -19,10 +19,10 @@ import { eventually } from "../local/support.js"
 import {
   closedWithin,
   connectSsh2,
+  floodData,
   generateKey,
   MiB,
   openSession,
-  paced,
   raw,
   remoteId,
   report,
@@ -116,20 +116,6 @@ const harness = (
 const connect = (h: Harness, config: Partial<ssh2.ConnectConfig> = {}) =>
   connectSsh2(h.port, { privateKey: h.key.privateKey, ...config })
 
-/** Sends `total` bytes of CHANNEL_DATA in 32,767-byte packets, ignoring the window (ssh2 #1505). */
-const flood = (client: ssh2.Client, channel: ssh2.Channel, total: number) =>
-  Effect.gen(function*() {
-    const { protocol, socket } = raw(client)
-    const chunk = Buffer.alloc(32_767, 0x61)
-    let sent = 0
-    while (sent < total && !socket.destroyed) {
-      protocol.channelData(remoteId(channel), chunk)
-      sent += chunk.length
-      yield* paced(socket)
-    }
-    return sent
-  })
-
 describe("guards: parse errors", () => {
   it.scopedLive("nothing is parsed after a bad packet length (ssh2 allocated the bogus length)", () =>
     Effect.gen(function*() {
@@ -167,7 +153,7 @@ describe("guards: receive window (ssh2 #1505)", () => {
       const h = yield* harness({ guard: false })
       const client = yield* connect(h)
       const channel = yield* ssh2Exec(client, "anything")
-      const sent = yield* flood(client, channel, 48 * MiB)
+      const sent = yield* floodData(client, channel, 48 * MiB)
       const buffered = yield* eventually(() => h.execChannels[0]!.readableLength, (bytes) => bytes > 40 * MiB)
       yield* report({ suite: "hostile", name: "window-control", sentMiB: sent / MiB, bufferedMiB: buffered / MiB })
       assert.isAbove(buffered, 40 * MiB)
@@ -178,7 +164,7 @@ describe("guards: receive window (ssh2 #1505)", () => {
       const h = yield* harness({ guard: true })
       const client = yield* connect(h)
       const channel = yield* ssh2Exec(client, "anything")
-      const sent = yield* flood(client, channel, 48 * MiB)
+      const sent = yield* floodData(client, channel, 48 * MiB)
       assert.isTrue(yield* closedWithin(client, 3000))
       const buffered = h.execChannels[0]!.readableLength
       yield* report({ suite: "hostile", name: "window-guard", sentMiB: sent / MiB, bufferedMiB: buffered / MiB })

@@ -26,6 +26,7 @@ import {
   closedWithin,
   connectSsh2,
   type Endpoint,
+  floodData,
   makeEndpoint,
   MiB,
   openSession,
@@ -423,20 +424,6 @@ const collect = (channel: ssh2.ClientChannel): Effect.Effect<Buffer> =>
 const subsystem = (client: ssh2.Client, name: string) =>
   Effect.async<ssh2.ClientChannel, Error>((resume) => {
     client.subsys(name, (error, channel) => resume(error ? Effect.fail(error) : Effect.succeed(channel)))
-  })
-
-/** Sends `total` bytes of CHANNEL_DATA in 32,767-byte packets, ignoring the window (ssh2 #1505). */
-const floodData = (client: ssh2.Client, channel: ssh2.Channel, total: number) =>
-  Effect.gen(function*() {
-    const { protocol, socket } = raw(client)
-    const chunk = Buffer.alloc(32_767, 0x61)
-    let sent = 0
-    while (sent < total && !socket.destroyed) {
-      protocol.channelData(remoteId(channel), chunk)
-      sent += chunk.length
-      yield* paced(socket)
-    }
-    return sent
   })
 
 /** The endpoint still runs commands for a new client. */

@@ -374,6 +374,20 @@ export const paced = (socket: net.Socket, limit = MiB): Effect.Effect<void> =>
     })
   })
 
+/** Sends `total` bytes of CHANNEL_DATA in 32,767-byte packets, ignoring the window (ssh2 #1505). */
+export const floodData = (client: ssh2.Client, channel: ssh2.Channel, total: number): Effect.Effect<number> =>
+  Effect.gen(function*() {
+    const { protocol, socket } = raw(client)
+    const chunk = Buffer.alloc(32_767, 0x61)
+    let sent = 0
+    while (sent < total && !socket.destroyed) {
+      protocol.channelData(remoteId(channel), chunk)
+      sent += chunk.length
+      yield* paced(socket)
+    }
+    return sent
+  })
+
 /** A seeded PRNG (mulberry32): the same seed gives the same fuzz run. */
 export const prng = (seed: number) => {
   let state = seed >>> 0
