@@ -2,14 +2,13 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
-import * as ChildProcess from "node:child_process"
 import { randomUUID } from "node:crypto"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { internals } from "../../src/internal/local/sandbox.js"
 import * as LocalSandbox from "../../src/LocalSandbox.js"
-import { eventually, hasBwrap, processesWith, sh } from "./support.js"
+import { eventually, hasBwrap, processesWith, sh, startHolder } from "./support.js"
 
 const make = LocalSandbox.make({ isolation: "bubblewrap" })
 
@@ -149,21 +148,7 @@ describe.skipIf(!hasBwrap)("LocalSandbox isolation (bubblewrap)", () => {
       const root = Fs.mkdtempSync(Path.join(Os.tmpdir(), "local-sandbox-kill-"))
       yield* Effect.addFinalizer(() => Effect.sync(() => Fs.rmSync(root, { recursive: true, force: true })))
       const marker = `marker-${randomUUID()}`
-      const holder = ChildProcess.spawn(
-        process.execPath,
-        ["--import", "tsx", Path.join(import.meta.dirname, "holder.ts"), root, marker],
-        { stdio: ["ignore", "pipe", "inherit"] }
-      )
-      yield* Effect.addFinalizer(() => Effect.sync(() => holder.kill("SIGKILL")))
-      const runtimeDir = yield* Effect.async<string>((resume) => {
-        let output = ""
-        holder.stdout.on("data", (data: Buffer) => {
-          output += data.toString()
-          const ready = /ready (\S+)\n/.exec(output)
-          if (ready !== null) resume(Effect.succeed(ready[1]!))
-        })
-      }).pipe(Effect.timeout("30 seconds"))
-      yield* Effect.addFinalizer(() => Effect.sync(() => Fs.rmSync(runtimeDir, { recursive: true, force: true })))
+      const { holder, runtimeDir } = yield* startHolder(Path.join(import.meta.dirname, "holder.ts"), [root, marker])
       assert.isAbove(processesWith(marker).length, 0)
       assert.isAbove(processesWith(root).length, 0)
       holder.kill("SIGKILL")

@@ -1,7 +1,11 @@
+import type { TimeoutException } from "effect/Cause"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import * as ChildProcess from "node:child_process"
 import * as Fs from "node:fs"
+import type { Readable } from "node:stream"
 import type * as Sandbox from "../../src/Sandbox.js"
 import type { SandboxError } from "../../src/SshError.js"
 
@@ -78,3 +82,35 @@ export const waitUntil = (predicate: () => boolean, what: string, timeoutMs = 10
   )
 
 export const hasBwrap = Fs.existsSync("/usr/bin/bwrap")
+
+/**
+ * Starts a "holder" program (`node --import tsx <script> ...args`) that opens a sandbox and prints
+ * `ready <runtime directory>`; waits up to 30 s for that line. The scope SIGKILLs the holder and
+ * removes the runtime directory (which a killed holder cannot remove itself).
+ */
+export const startHolder = (
+  script: string,
+  args: ReadonlyArray<string>
+): Effect.Effect<
+  { readonly holder: ChildProcess.ChildProcessByStdio<null, Readable, null>; readonly runtimeDir: string },
+  TimeoutException,
+  Scope.Scope
+> =>
+  Effect.gen(function*() {
+    const holder = ChildProcess.spawn(
+      process.execPath,
+      ["--import", "tsx", script, ...args],
+      { stdio: ["ignore", "pipe", "inherit"] }
+    )
+    yield* Effect.addFinalizer(() => Effect.sync(() => holder.kill("SIGKILL")))
+    const runtimeDir = yield* Effect.async<string>((resume) => {
+      let output = ""
+      holder.stdout.on("data", (data: Buffer) => {
+        output += data.toString()
+        const ready = /ready (\S+)\n/.exec(output)
+        if (ready !== null) resume(Effect.succeed(ready[1]!))
+      })
+    }).pipe(Effect.timeout("30 seconds"))
+    yield* Effect.addFinalizer(() => Effect.sync(() => Fs.rmSync(runtimeDir, { recursive: true, force: true })))
+    return { holder, runtimeDir }
+  })

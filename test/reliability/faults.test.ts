@@ -30,7 +30,7 @@ import { makeDuplexPair } from "../../src/internal/transport/duplexPair.js"
 import * as LocalSandbox from "../../src/LocalSandbox.js"
 import * as SandboxSsh from "../../src/SandboxSsh.js"
 import * as SshKeys from "../../src/SshKeys.js"
-import { eventually, processesWith } from "../local/support.js"
+import { eventually, processesWith, startHolder } from "../local/support.js"
 import { allProcesses, descendants } from "../support/processes.js"
 import {
   connectSsh2,
@@ -131,21 +131,7 @@ describe.skipIf(!hasBwrap)("faults in a bubblewrap sandbox", () => {
         const root = fs.mkdtempSync(Path.join(os.tmpdir(), "sandbox-ssh-reliability-kill-"))
         yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(root, { recursive: true, force: true })))
         const marker = `holder-${randomUUID()}`
-        const holder = ChildProcess.spawn(
-          globalThis.process.execPath,
-          ["--import", "tsx", Path.join(import.meta.dirname, "holder.ts"), root, marker, "4"],
-          { stdio: ["ignore", "pipe", "inherit"] }
-        )
-        yield* Effect.addFinalizer(() => Effect.sync(() => holder.kill("SIGKILL")))
-        const runtimeDir = yield* Effect.async<string>((resume) => {
-          let output = ""
-          holder.stdout.on("data", (data: Buffer) => {
-            output += data.toString()
-            const ready = /ready (\S+)\n/.exec(output)
-            if (ready !== null) resume(Effect.succeed(ready[1]!))
-          })
-        }).pipe(Effect.timeout("30 seconds"))
-        yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(runtimeDir, { recursive: true, force: true })))
+        const { holder } = yield* startHolder(Path.join(import.meta.dirname, "holder.ts"), [root, marker, "4"])
         const running = yield* eventually(() => processesWith(marker), (pids) => pids.length >= 5)
         const tree = (yield* descendants(holder.pid!)).length
         const killedAt = Date.now()
