@@ -1,6 +1,7 @@
 /**
  * Pieces every transport's `SandboxProcess` shares: error mapping for its streams, window-size
- * validation, and the process a command that could not start becomes.
+ * validation (and the `resize` checks built on it), and the process a command that could not start
+ * becomes.
  *
  * @internal
  */
@@ -32,6 +33,30 @@ export const stdinError = (cause: unknown) =>
 export const isValidSize = (size: WindowSize): boolean =>
   Number.isInteger(size.cols) && Number.isInteger(size.rows) && size.cols > 0 && size.rows > 0 &&
   size.cols <= 65535 && size.rows <= 65535
+
+/**
+ * Why a `resize` cannot be done: the process has no terminal, or the size is not a valid one;
+ * `Effect.void` when it can.
+ *
+ * @internal
+ */
+export const checkResize = (hasTerminal: boolean, size: WindowSize): Effect.Effect<void, SandboxError> => {
+  if (!hasTerminal) {
+    return Effect.fail(
+      new SandboxError({ reason: "Unsupported", operation: "resize", detail: "the process has no terminal" })
+    )
+  }
+  if (!isValidSize(size)) {
+    return Effect.fail(
+      new SandboxError({
+        reason: "InvalidArgument",
+        operation: "resize",
+        detail: `terminal size must be positive integers, got ${size.cols}x${size.rows}`
+      })
+    )
+  }
+  return Effect.void
+}
 
 /**
  * A command that could not be started, reported as a shell would: the reason on stderr (unless

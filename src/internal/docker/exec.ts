@@ -21,7 +21,7 @@ import type * as Net from "node:net"
 import type { PassThrough } from "node:stream"
 import { ProcessExit, type SandboxProcess, type SignalName, type WindowSize } from "../../Sandbox.js"
 import { SandboxError } from "../../SshError.js"
-import { isValidSize, notStartedProcess, stdinError, streamError } from "../sandboxProcess.js"
+import { checkResize, notStartedProcess, stdinError, streamError } from "../sandboxProcess.js"
 import type { Engine } from "./engine.js"
 import * as Host from "./host.js"
 import * as Streams from "./streams.js"
@@ -284,33 +284,21 @@ export const start = (
         })
       })
 
-    const resize = (size: WindowSize): Effect.Effect<void, SandboxError> => {
-      if (!tty) {
-        return Effect.fail(
-          new SandboxError({ reason: "Unsupported", operation: "resize", detail: "the process has no terminal" })
+    const resize = (size: WindowSize): Effect.Effect<void, SandboxError> =>
+      Effect.zipRight(
+        checkResize(tty, size),
+        engine.request({
+          method: "POST",
+          path: `/exec/${id}/resize`,
+          query: { h: size.rows, w: size.cols },
+          operation: "resize",
+          subject: target.name
+        }).pipe(
+          Effect.asVoid,
+          // a process that just ended cannot be resized; that is not the caller's error
+          Effect.catchIf((error) => error.reason === "Closed" || error.reason === "NotFound", () => Effect.void)
         )
-      }
-      if (!isValidSize(size)) {
-        return Effect.fail(
-          new SandboxError({
-            reason: "InvalidArgument",
-            operation: "resize",
-            detail: `terminal size must be positive integers, got ${size.cols}x${size.rows}`
-          })
-        )
-      }
-      return engine.request({
-        method: "POST",
-        path: `/exec/${id}/resize`,
-        query: { h: size.rows, w: size.cols },
-        operation: "resize",
-        subject: target.name
-      }).pipe(
-        Effect.asVoid,
-        // a process that just ended cannot be resized; that is not the caller's error
-        Effect.catchIf((error) => error.reason === "Closed" || error.reason === "NotFound", () => Effect.void)
       )
-    }
 
     return {
       _tag: "Started",

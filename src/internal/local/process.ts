@@ -20,7 +20,7 @@ import { ProcessExit, type SandboxProcess, type SignalName, type WindowSize } fr
 import { SandboxError } from "../../SshError.js"
 import { withNodeStdio } from "../nodeStdio.js"
 import * as Procfs from "../procfs.js"
-import { isValidSize, notStartedProcess, stdinError, streamError } from "../sandboxProcess.js"
+import { checkResize, notStartedProcess, stdinError, streamError } from "../sandboxProcess.js"
 import { signalNumber } from "../signals.js"
 import { writeChunk } from "../transport/writable.js"
 
@@ -253,23 +253,8 @@ const toSandboxProcess = (launch: Launch, running: Running): SandboxProcess => {
       })
     })
 
-  const resize = (size: WindowSize): Effect.Effect<void, SandboxError> => {
-    if (!launch.pty) {
-      return Effect.fail(
-        new SandboxError({ reason: "Unsupported", operation: "resize", detail: "the process has no terminal" })
-      )
-    }
-    if (!isValidSize(size)) {
-      return Effect.fail(
-        new SandboxError({
-          reason: "InvalidArgument",
-          operation: "resize",
-          detail: `terminal size must be positive integers, got ${size.cols}x${size.rows}`
-        })
-      )
-    }
-    return writeControl({ resize: [size.cols, size.rows] })
-  }
+  const resize = (size: WindowSize): Effect.Effect<void, SandboxError> =>
+    Effect.zipRight(checkResize(launch.pty, size), writeControl({ resize: [size.cols, size.rows] }))
 
   return withNodeStdio({
     pid,
