@@ -1,10 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import * as Stream from "effect/Stream"
 import { createHash, randomBytes } from "node:crypto"
 import * as Fs from "node:fs"
 import type * as Sandbox from "../../src/Sandbox.js"
-import { collectBytes, encoder, eventually, processesWith, sh } from "../local/support.js"
+import { encoder, eventually, exchange, processesWith, sh } from "../local/support.js"
 import { fileSystemConformance } from "../support/fileSystemConformance.js"
 import { docker, makeSandbox } from "./support.js"
 
@@ -231,27 +230,10 @@ describe("DockerSandbox connections", () => {
       const sandbox = yield* makeSandbox()
       // busybox nc as an echo server, started in the background by one exec
       yield* sh(sandbox, "nc -ll -p 7777 -e cat >/dev/null 2>&1 & sleep 0.2")
-      const echoed = yield* Effect.scoped(
-        Effect.gen(function*() {
-          const connection = yield* sandbox.connect("127.0.0.1", 7777)
-          const [, output] = yield* Effect.all([
-            Stream.run(Stream.make(encoder.encode("ping "), encoder.encode("pong")), connection.input),
-            collectBytes(connection.output)
-          ], { concurrency: "unbounded" })
-          return output.toString()
-        })
-      )
+      const echoed = yield* exchange(sandbox, "127.0.0.1", 7777, ["ping ", "pong"])
       assert.strictEqual(echoed, "ping pong")
       const many = yield* Effect.all(
-        Array.from({ length: 8 }, (_, i) =>
-          Effect.scoped(Effect.gen(function*() {
-            const connection = yield* sandbox.connect("127.0.0.1", 7777)
-            const [, output] = yield* Effect.all([
-              Stream.run(Stream.make(encoder.encode(`hello ${i}`)), connection.input),
-              collectBytes(connection.output)
-            ], { concurrency: "unbounded" })
-            return output.toString()
-          }))),
+        Array.from({ length: 8 }, (_, i) => exchange(sandbox, "127.0.0.1", 7777, [`hello ${i}`])),
         { concurrency: "unbounded" }
       )
       assert.deepStrictEqual(many, Array.from({ length: 8 }, (_, i) => `hello ${i}`))

@@ -1,11 +1,10 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import * as Stream from "effect/Stream"
 import * as Fs from "node:fs"
 import * as Net from "node:net"
 import * as Path from "node:path"
 import * as LocalSandbox from "../../src/LocalSandbox.js"
-import { collectBytes, encoder } from "./support.js"
+import { encoder, exchange } from "./support.js"
 
 const make = LocalSandbox.make({ isolation: "none" })
 
@@ -35,16 +34,7 @@ describe("LocalSandbox file operations and connections (none)", () => {
           })
       )
       const port = (server.address() as Net.AddressInfo).port
-      const echoed = yield* Effect.scoped(
-        Effect.gen(function*() {
-          const connection = yield* sandbox.connect("127.0.0.1", port)
-          const [, output] = yield* Effect.all([
-            Stream.run(Stream.make(encoder.encode("ping "), encoder.encode("pong")), connection.input),
-            collectBytes(connection.output)
-          ], { concurrency: "unbounded" })
-          return output.toString()
-        })
-      )
+      const echoed = yield* exchange(sandbox, "127.0.0.1", port, ["ping ", "pong"])
       assert.strictEqual(echoed, "ping pong")
       const refused = yield* Effect.flip(Effect.scoped(sandbox.connect("127.0.0.1", 1)))
       assert.strictEqual(refused.reason, "ConnectFailed")

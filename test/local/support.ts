@@ -14,6 +14,24 @@ export const encoder = new TextEncoder()
 export const collectBytes = <E>(stream: Stream.Stream<Uint8Array, E>) =>
   Stream.runCollect(stream).pipe(Effect.map((chunks) => Buffer.concat(Chunk.toReadonlyArray(chunks))))
 
+/** Connects to `host:port` through the sandbox, sends `chunks` then EOF, and returns all it read back. */
+export const exchange = (
+  sandbox: Sandbox.Sandbox,
+  host: string,
+  port: number,
+  chunks: ReadonlyArray<string>
+): Effect.Effect<string, SandboxError> =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      const connection = yield* sandbox.connect(host, port)
+      const [, output] = yield* Effect.all([
+        Stream.run(Stream.fromIterable(chunks.map((chunk) => encoder.encode(chunk))), connection.input),
+        collectBytes(connection.output)
+      ], { concurrency: "unbounded" })
+      return output.toString()
+    })
+  )
+
 export interface Output {
   readonly stdout: Buffer
   readonly stderr: Buffer
