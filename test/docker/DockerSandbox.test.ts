@@ -2,15 +2,15 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import * as Queue from "effect/Queue"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { execFileSync, spawn } from "node:child_process"
 import { randomUUID } from "node:crypto"
 import * as DockerSandbox from "../../src/DockerSandbox.js"
 import type * as Sandbox from "../../src/Sandbox.js"
-import { encoder, eventually, processesWith, sh } from "../local/support.js"
+import { eventually, processesWith, sh } from "../local/support.js"
 import { processConformance } from "../support/processConformance.js"
+import { terminal } from "../support/terminal.js"
 import { docker, engineSocket, image, makeSandbox, socketPath } from "./support.js"
 
 describe("DockerSandbox processes", () => {
@@ -87,19 +87,13 @@ describe("DockerSandbox processes", () => {
         args: ["-i"],
         pty: { term: "xterm", cols: 80, rows: 24 }
       })
-      const input = yield* Queue.unbounded<Uint8Array>()
-      yield* Effect.forkScoped(Stream.run(Stream.fromQueue(input), shell.stdin))
-      const outputs = yield* Queue.unbounded<string>()
-      const reader = yield* Effect.forkScoped(
-        Stream.runForEach(Stream.decodeText(shell.stdout), (text) => Queue.offer(outputs, text))
-      )
-      let seen = ""
-      while (!seen.includes("# ")) seen += yield* Queue.take(outputs)
-      yield* Queue.offer(input, encoder.encode("\x1b[1;1Recho hello-$((6*7))\n"))
-      while (!seen.includes("hello-42\r\n")) seen += yield* Queue.take(outputs)
-      yield* Queue.offer(input, encoder.encode("exit 5\n"))
+      const tty = yield* terminal(shell)
+      yield* tty.readUntil((seen) => seen.includes("# "))
+      yield* tty.type("\x1b[1;1Recho hello-$((6*7))\n")
+      yield* tty.readUntil((seen) => seen.includes("hello-42\r\n"))
+      yield* tty.type("exit 5\n")
       assert.deepStrictEqual(yield* shell.exit, { _tag: "Exited", code: 5 } as Sandbox.ProcessExit)
-      yield* Fiber.join(reader)
+      yield* tty.drain
       const bad = yield* Effect.flip(sh(sandbox, "true", { pty: { term: "xterm", cols: 0, rows: 24 } }))
       assert.strictEqual(bad.reason, "InvalidArgument")
     }))

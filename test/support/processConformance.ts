@@ -7,13 +7,12 @@
  */
 import { assert, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import * as Fiber from "effect/Fiber"
-import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { createHash } from "node:crypto"
 import type * as Sandbox from "../../src/Sandbox.js"
 import { encoder, run, sh } from "../local/support.js"
+import { terminal } from "./terminal.js"
 
 /** Registers the shared process tests (call inside a `describe`); `make` gives a fresh sandbox. */
 export const processConformance = (make: () => Effect.Effect<Sandbox.Sandbox, unknown, Scope.Scope>): void => {
@@ -88,20 +87,13 @@ export const processConformance = (make: () => Effect.Effect<Sandbox.Sandbox, un
         args: ["-c", "tty; stty size; read _; stty size; exit 3"],
         pty: { term: "xterm-256color", cols: 100, rows: 40 }
       })
-      const input = yield* Queue.unbounded<Uint8Array>()
-      yield* Effect.forkScoped(Stream.run(Stream.fromQueue(input), process.stdin))
-      const outputs = yield* Queue.unbounded<string>()
-      const reader = yield* Effect.forkScoped(
-        Stream.runForEach(Stream.decodeText(process.stdout), (text) => Queue.offer(outputs, text))
-      )
-      let seen = ""
-      while (!/\d+ \d+\r\n/.test(seen)) seen += yield* Queue.take(outputs)
-      assert.match(seen, /^\/dev\/pts\/\d+\r\n40 100\r\n$/)
+      const tty = yield* terminal(process)
+      const sized = yield* tty.readUntil((seen) => /\d+ \d+\r\n/.test(seen))
+      assert.match(sized, /^\/dev\/pts\/\d+\r\n40 100\r\n$/)
       yield* process.resize({ cols: 120, rows: 50 })
-      yield* Queue.offer(input, encoder.encode("\n"))
+      yield* tty.type("\n")
       const exit = yield* process.exit
-      yield* Fiber.join(reader)
-      seen += (yield* Queue.takeAll(outputs)).pipe((c) => [...c].join(""))
+      const seen = yield* tty.drain
       assert.match(seen, /50 120\r\n$/)
       assert.deepStrictEqual(exit, { _tag: "Exited", code: 3 } as Sandbox.ProcessExit)
       const stderr = yield* Stream.runCollect(process.stderr)
