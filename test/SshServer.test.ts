@@ -10,7 +10,7 @@ import * as Path from "node:path"
 import * as LocalSandbox from "../src/LocalSandbox.js"
 import * as SandboxSsh from "../src/SandboxSsh.js"
 import type * as SshServer from "../src/SshServer.js"
-import { makeOpenSshSetup, type OpenSshSetup, run } from "./support/openssh.js"
+import { listenForOpenSsh, makeOpenSshSetup, type OpenSshSetup, run, type Ssh } from "./support/openssh.js"
 import { freePort, readFromPort } from "./support/ports.js"
 
 const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex")
@@ -19,7 +19,7 @@ interface Endpoint {
   readonly setup: OpenSshSetup
   readonly server: SshServer.SshServer
   readonly listener: SshServer.Listener
-  readonly ssh: (args: ReadonlyArray<string>, input?: string | Uint8Array) => ReturnType<typeof run>
+  readonly ssh: Ssh
 }
 
 const makeEndpoint = (
@@ -29,19 +29,7 @@ const makeEndpoint = (
   Effect.gen(function*() {
     const setup = yield* makeOpenSshSetup
     const sandbox = yield* LocalSandbox.make({ isolation })
-    const server = yield* SandboxSsh.make(sandbox).prepareServer({
-      hostKeyPath: Path.join(setup.home, "host_key"),
-      authorizedKeysPath: Path.join(setup.home, "authorized_keys"),
-      ...options
-    })
-    const listener = yield* server.listen({ port: 0 })
-    setup.trustHost(`[127.0.0.1]:${listener.port}`, server.hostKey.publicKey)
-    const ssh = (args: ReadonlyArray<string>, input?: string | Uint8Array) =>
-      run(
-        "ssh",
-        [...setup.sshOptions, "-p", String(listener.port), "root@127.0.0.1", ...args],
-        input === undefined ? {} : { input }
-      )
+    const { listener, server, ssh } = yield* listenForOpenSsh(setup, sandbox, options)
     return { setup, server, listener, ssh }
   })
 

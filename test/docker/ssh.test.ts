@@ -11,7 +11,7 @@ import * as Path from "node:path"
 import type * as Sandbox from "../../src/Sandbox.js"
 import * as SandboxSsh from "../../src/SandboxSsh.js"
 import { sh } from "../local/support.js"
-import { makeOpenSshSetup, type OpenSshSetup, run } from "../support/openssh.js"
+import { listenForOpenSsh, makeOpenSshSetup, type OpenSshSetup, run, type Ssh } from "../support/openssh.js"
 import { freePort, readFromPort } from "../support/ports.js"
 import { makeSandbox } from "./support.js"
 
@@ -86,25 +86,14 @@ interface Endpoint {
   readonly setup: OpenSshSetup
   readonly sandbox: Sandbox.Sandbox
   readonly port: number
-  readonly ssh: (args: ReadonlyArray<string>, input?: string | Uint8Array) => ReturnType<typeof run>
+  readonly ssh: Ssh
   readonly options: ReadonlyArray<string>
 }
 
 const makeEndpoint: Effect.Effect<Endpoint, unknown, Scope.Scope> = Effect.gen(function*() {
   const setup = yield* makeOpenSshSetup
   const sandbox = yield* makeSandbox({ hostname: "dockerbox" })
-  const server = yield* SandboxSsh.make(sandbox).prepareServer({
-    hostKeyPath: Path.join(setup.home, "host_key"),
-    authorizedKeysPath: Path.join(setup.home, "authorized_keys")
-  })
-  const listener = yield* server.listen({ port: 0 })
-  setup.trustHost(`[127.0.0.1]:${listener.port}`, server.hostKey.publicKey)
-  const ssh = (args: ReadonlyArray<string>, input?: string | Uint8Array) =>
-    run(
-      "ssh",
-      [...setup.sshOptions, "-p", String(listener.port), "root@127.0.0.1", ...args],
-      input === undefined ? {} : { input }
-    )
+  const { listener, ssh } = yield* listenForOpenSsh(setup, sandbox)
   return { setup, sandbox, port: listener.port, ssh, options: setup.sshOptions }
 })
 

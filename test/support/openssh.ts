@@ -7,6 +7,9 @@ import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as Path from "node:path"
+import type * as Sandbox from "../../src/Sandbox.js"
+import * as SandboxSsh from "../../src/SandboxSsh.js"
+import type * as SshServer from "../../src/SshServer.js"
 import { allProcesses } from "./processes.js"
 
 export interface RunResult {
@@ -99,6 +102,35 @@ export const makeOpenSshSetup: Effect.Effect<OpenSshSetup, never, Scope.Scope> =
   }),
   (setup) => Effect.sync(() => fs.rmSync(setup.dir, { recursive: true, force: true }))
 )
+
+/** Runs OpenSSH's `ssh` against an endpoint with `args` (options, then the command), `input` on stdin. */
+export type Ssh = (args: ReadonlyArray<string>, input?: string | Uint8Array) => Effect.Effect<RunResult>
+
+/**
+ * Serves `sandbox` on a TCP port of 127.0.0.1 with the host key and authorized_keys of `setup`,
+ * trusted by its known_hosts; `ssh` runs the setup's client against it as root.
+ */
+export const listenForOpenSsh = (
+  setup: OpenSshSetup,
+  sandbox: Sandbox.Sandbox,
+  options: SshServer.ServerOptions = {}
+) =>
+  Effect.gen(function*() {
+    const server = yield* SandboxSsh.make(sandbox).prepareServer({
+      hostKeyPath: Path.join(setup.home, "host_key"),
+      authorizedKeysPath: Path.join(setup.home, "authorized_keys"),
+      ...options
+    })
+    const listener = yield* server.listen({ port: 0 })
+    setup.trustHost(`[127.0.0.1]:${listener.port}`, server.hostKey.publicKey)
+    const ssh: Ssh = (args, input) =>
+      run(
+        "ssh",
+        [...setup.sshOptions, "-p", String(listener.port), "root@127.0.0.1", ...args],
+        input === undefined ? {} : { input }
+      )
+    return { server, listener, ssh }
+  })
 
 /**
  * The server daemons (`serve --socket`, started by `serve --stdio`) whose socket is in
