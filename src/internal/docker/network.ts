@@ -25,6 +25,7 @@ import * as Fs from "node:fs"
 import type * as Net from "node:net"
 import type { SandboxConnection } from "../../Sandbox.js"
 import { SandboxError, type SandboxErrorReason } from "../../SshError.js"
+import { invalidPort } from "../sandboxConnection.js"
 import * as Streams from "./streams.js"
 
 const helperSource = String.raw`
@@ -196,16 +197,8 @@ export const make = (
 
     const connect = (host: string, port: number): Effect.Effect<SandboxConnection, SandboxError, Scope.Scope> =>
       Effect.suspend(() => {
-        if (!Number.isInteger(port) || port <= 0 || port > 65535) {
-          return Effect.fail(
-            new SandboxError({
-              reason: "InvalidArgument",
-              operation: "connect",
-              path: `${host}:${port}`,
-              detail: "the port must be an integer between 1 and 65535"
-            })
-          )
-        }
+        const invalid = invalidPort(host, port)
+        if (invalid !== undefined) return Effect.fail(invalid)
         const onError = (cause: unknown) =>
           new SandboxError({
             reason: "ConnectFailed",

@@ -35,6 +35,7 @@ import type {
 } from "../../Sandbox.js"
 import { SandboxError, type SandboxErrorReason } from "../../SshError.js"
 import { fileTypeOf } from "../fileMode.js"
+import { invalidPort } from "../sandboxConnection.js"
 import type { AgentChannel } from "./agentChannel.js"
 import {
   attrsLength,
@@ -697,9 +698,8 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, Scope.S
 
     const connect = (host: string, port: number): Effect.Effect<SandboxConnection, SandboxError, Scope.Scope> => {
       const destination = `${host}:${port}`
-      if (!Number.isInteger(port) || port <= 0 || port > 65535) {
-        return invalid("connect", destination, "the port must be an integer between 1 and 65535")
-      }
+      const badPort = invalidPort(host, port)
+      if (badPort !== undefined) return Effect.fail(badPort)
       return Effect.acquireRelease(
         client.request(
           pathFrame(Op.Connect, host, 4, (buffer, offset) => buffer.writeUInt32LE(port, offset)),

@@ -9,6 +9,7 @@ import type * as Scope from "effect/Scope"
 import * as Net from "node:net"
 import type { SandboxConnection } from "../../Sandbox.js"
 import { SandboxError } from "../../SshError.js"
+import { invalidPort } from "../sandboxConnection.js"
 import { fromNodeError } from "./errors.js"
 import { writableSink } from "./process.js"
 
@@ -20,16 +21,8 @@ const connectError = (host: string, port: number) => (cause: unknown) => {
 /** @internal */
 export const connect = (host: string, port: number): Effect.Effect<SandboxConnection, SandboxError, Scope.Scope> =>
   Effect.suspend(() => {
-    if (!Number.isInteger(port) || port <= 0 || port > 65535) {
-      return Effect.fail(
-        new SandboxError({
-          reason: "InvalidArgument",
-          operation: "connect",
-          path: `${host}:${port}`,
-          detail: "the port must be an integer between 1 and 65535"
-        })
-      )
-    }
+    const invalid = invalidPort(host, port)
+    if (invalid !== undefined) return Effect.fail(invalid)
     const onError = connectError(host, port)
     return Effect.acquireRelease(
       Effect.async<Net.Socket, SandboxError>((resume) => {
