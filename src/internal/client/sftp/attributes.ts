@@ -7,7 +7,7 @@ import type * as ssh2 from "ssh2"
 import type { FileInfo, FileSystemStats, FileType, SetAttributes } from "../../../SftpClient.js"
 import { SftpError, type SftpErrorReason } from "../../../SshError.js"
 import { fileTypeOf } from "../../fileMode.js"
-import { FX, FXF } from "../../sftpProtocol.js"
+import { FX } from "../../sftpProtocol.js"
 
 const reasonOfStatus = (code: unknown): SftpErrorReason | undefined => {
   switch (code) {
@@ -115,6 +115,3 @@ export const toFileSystemStats = (stats: Record<string, unknown>): FileSystemSta
   flags: num(Number(stats.f_flag)),
   nameMax: num(Number(stats.f_namemax))
 })
-
-/** SFTP v3 pflags: the protocol's `SSH_FXF_*` numbers, shared with the server. @internal */
-export const OpenMode = FXF

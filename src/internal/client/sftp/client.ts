@@ -21,34 +21,34 @@ import type {
   WriteSinkOptions
 } from "../../../SftpClient.js"
 import { SftpError, type SshError } from "../../../SshError.js"
-import { FX } from "../../sftpProtocol.js"
+import { FX, FXF } from "../../sftpProtocol.js"
 import type { ClientState } from "../process.js"
-import { needsCurrent, OpenMode, toFileInfo, toFileSystemStats, toSsh2Attributes } from "./attributes.js"
+import { needsCurrent, toFileInfo, toFileSystemStats, toSsh2Attributes } from "./attributes.js"
 import { openSession, type Session } from "./session.js"
 import { readInto, sinkHandle, streamHandle, writeFrom } from "./transfer.js"
 import { download, upload } from "./tree.js"
 
 const openFlags: Record<OpenFlag, number> = {
-  "r": OpenMode.READ,
-  "r+": OpenMode.READ | OpenMode.WRITE,
-  "w": OpenMode.WRITE | OpenMode.CREAT | OpenMode.TRUNC,
-  "wx": OpenMode.WRITE | OpenMode.CREAT | OpenMode.TRUNC | OpenMode.EXCL,
-  "w+": OpenMode.READ | OpenMode.WRITE | OpenMode.CREAT | OpenMode.TRUNC,
-  "wx+": OpenMode.READ | OpenMode.WRITE | OpenMode.CREAT | OpenMode.TRUNC | OpenMode.EXCL,
-  "a": OpenMode.WRITE | OpenMode.CREAT | OpenMode.APPEND,
-  "ax": OpenMode.WRITE | OpenMode.CREAT | OpenMode.APPEND | OpenMode.EXCL,
-  "a+": OpenMode.READ | OpenMode.WRITE | OpenMode.CREAT | OpenMode.APPEND,
-  "ax+": OpenMode.READ | OpenMode.WRITE | OpenMode.CREAT | OpenMode.APPEND | OpenMode.EXCL
+  "r": FXF.READ,
+  "r+": FXF.READ | FXF.WRITE,
+  "w": FXF.WRITE | FXF.CREAT | FXF.TRUNC,
+  "wx": FXF.WRITE | FXF.CREAT | FXF.TRUNC | FXF.EXCL,
+  "w+": FXF.READ | FXF.WRITE | FXF.CREAT | FXF.TRUNC,
+  "wx+": FXF.READ | FXF.WRITE | FXF.CREAT | FXF.TRUNC | FXF.EXCL,
+  "a": FXF.WRITE | FXF.CREAT | FXF.APPEND,
+  "ax": FXF.WRITE | FXF.CREAT | FXF.APPEND | FXF.EXCL,
+  "a+": FXF.READ | FXF.WRITE | FXF.CREAT | FXF.APPEND,
+  "ax+": FXF.READ | FXF.WRITE | FXF.CREAT | FXF.APPEND | FXF.EXCL
 }
 
 // Appends are written at explicit offsets (the size when opened), so no APPEND flag: the bytes
 // land in order even on a server that handles pipelined requests concurrently.
 const writeFlags: Record<WriteFlag, number> = {
-  "w": OpenMode.WRITE | OpenMode.CREAT | OpenMode.TRUNC,
-  "wx": OpenMode.WRITE | OpenMode.CREAT | OpenMode.EXCL,
-  "a": OpenMode.WRITE | OpenMode.CREAT,
-  "ax": OpenMode.WRITE | OpenMode.CREAT | OpenMode.EXCL,
-  "r+": OpenMode.WRITE
+  "w": FXF.WRITE | FXF.CREAT | FXF.TRUNC,
+  "wx": FXF.WRITE | FXF.CREAT | FXF.EXCL,
+  "a": FXF.WRITE | FXF.CREAT,
+  "ax": FXF.WRITE | FXF.CREAT | FXF.EXCL,
+  "r+": FXF.WRITE
 }
 
 const bytesOf = (data: Uint8Array | string): Uint8Array => typeof data === "string" ? Buffer.from(data, "utf8") : data
@@ -78,7 +78,7 @@ export const makeSftpClient = (session: Session): SftpClient => {
 
   const read = (path: string) =>
     Effect.scoped(Effect.gen(function*() {
-      const handle = yield* session.openHandle(path, OpenMode.READ)
+      const handle = yield* session.openHandle(path, FXF.READ)
       const { size } = yield* fstat(handle, path)
       const head = Buffer.allocUnsafeSlow(size)
       const got = yield* readInto(session, handle, path, head, 0)
@@ -107,7 +107,7 @@ export const makeSftpClient = (session: Session): SftpClient => {
       Effect.withSpan("SftpClient.write", { attributes: { path } })
     )
 
-  const writeAt: SftpClient["writeAt"] = (path, offset, data) => writeWith(path, OpenMode.WRITE, bytesOf(data), offset)
+  const writeAt: SftpClient["writeAt"] = (path, offset, data) => writeWith(path, FXF.WRITE, bytesOf(data), offset)
 
   const mkdir: SftpClient["mkdir"] = (path, options) =>
     request("mkdir", path, (cb) => sftp.mkdir(path, options?.mode === undefined ? {} : { mode: options.mode }, cb))
@@ -235,7 +235,7 @@ export const makeSftpClient = (session: Session): SftpClient => {
 
   const readStream: SftpClient["readStream"] = (path, options: ReadStreamOptions = {}) =>
     Stream.unwrapScoped(Effect.gen(function*() {
-      const handle = yield* session.openHandle(path, OpenMode.READ)
+      const handle = yield* session.openHandle(path, FXF.READ)
       const offset = Math.max(0, options.offset ?? 0)
       const chunkSize = Math.max(1, Math.min(options.chunkSize ?? session.maxReadLength, session.maxReadLength))
       return streamHandle(session, handle, path, {
