@@ -49,6 +49,7 @@ import {
   streamChunk,
   streamWindow
 } from "./agentProtocol.js"
+import * as DirectFile from "./directFile.js"
 import { fromNodeError } from "./errors.js"
 import { openFlags } from "./hostfs.js"
 
@@ -70,6 +71,11 @@ export interface AgentOptions {
   readonly channel: AgentChannel
   /** Relative paths resolve against it (a path inside the sandbox). */
   readonly workdir: string
+  /**
+   * The agent's host pid, once known: regular files are then read and written by the host through
+   * the agent's descriptor (`directFile.ts`). Without it, every byte crosses the agent's socket.
+   */
+  readonly agentPid?: (() => number | undefined) | undefined
 }
 
 type Build = (id: number) => ReadonlyArray<Uint8Array>
@@ -130,9 +136,9 @@ const decodeStatfs = (payload: Buffer): FileSystemStats => {
   }
 }
 
-const decodeHandle = (payload: Buffer): number => {
-  if (payload.length < 4) throw malformed("open reply")
-  return payload.readUInt32LE(0)
+const decodeOpen = (payload: Buffer): { readonly handle: number; readonly fd: number } => {
+  if (payload.length < 8) throw malformed("open reply")
+  return { handle: payload.readUInt32LE(0), fd: payload.readInt32LE(4) }
 }
 
 /** The agent's error reply as the Node error it was, for the one errno mapping in `errors.ts`. */
@@ -246,6 +252,8 @@ class Connection {
 class Client {
   private readonly pending = new Map<number, Pending>()
   private readonly streams = new Map<number, Connection>()
+  /** Files read and written by the host itself: their descriptors close with the client. */
+  readonly directFiles = new Set<DirectFile.DirectFile>()
   private readonly socket: AgentChannel["socket"]
   private nextId = 0
   private corked = false
@@ -345,6 +353,8 @@ class Client {
       connection.wake()
     }
     this.onDrain()
+    for (const file of this.directFiles) file.dispose()
+    this.directFiles.clear()
   }
 
   // ---- output
@@ -541,7 +551,12 @@ class Client {
   }
 }
 
-const makeFile = (client: Client, handle: number, path: string): SandboxFile => {
+const makeFile = (
+  client: Client,
+  handle: number,
+  path: string,
+  direct: DirectFile.DirectFile | undefined
+): SandboxFile => {
   let closed = false
   const closedError = (operation: string) =>
     new SandboxError({ reason: "Closed", operation, path, detail: "the file is closed" })
@@ -562,6 +577,12 @@ const makeFile = (client: Client, handle: number, path: string): SandboxFile => 
       if (closed) return Effect.fail(closedError("read"))
       if (!Number.isSafeInteger(offset) || offset < 0) return invalid("read", path, `bad offset ${offset}`)
       if (!Number.isSafeInteger(length) || length < 0) return invalid("read", path, `bad length ${length}`)
+      if (direct !== undefined) {
+        return Effect.suspend(() => {
+          const lost = client.lostError("read", path)
+          return lost === undefined ? direct.read(offset, Math.min(length, maxRead)) : Effect.fail(lost)
+        })
+      }
       return client.request(
         handleFrame(Op.Read, handle, 12, (buffer, at) => {
           buffer.writeDoubleLE(offset, at)
@@ -576,6 +597,12 @@ const makeFile = (client: Client, handle: number, path: string): SandboxFile => 
       if (closed) return Effect.fail(closedError("write"))
       if (!Number.isSafeInteger(offset) || offset < 0) return invalid("write", path, `bad offset ${offset}`)
       if (data.length === 0) return Effect.void
+      if (direct !== undefined) {
+        return Effect.suspend(() => {
+          const lost = client.lostError("write", path)
+          return lost === undefined ? direct.write(offset, data) : Effect.fail(lost)
+        })
+      }
       if (data.length <= maxWrite) return writePiece(offset, data)
       const pieces: Array<Effect.Effect<void, SandboxError>> = []
       for (let at = 0; at < data.length; at += maxWrite) {
@@ -607,7 +634,10 @@ const makeFile = (client: Client, handle: number, path: string): SandboxFile => 
     close: Effect.suspend(() => {
       if (closed) return Effect.void
       closed = true
-      return client.request(handleFrame(Op.Close, handle), "close", path, () => undefined)
+      const agentClose = client.request(handleFrame(Op.Close, handle), "close", path, () => undefined)
+      if (direct === undefined) return agentClose
+      client.directFiles.delete(direct)
+      return Effect.zipRight(direct.close, agentClose)
     })
   }
 }
@@ -649,7 +679,15 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, Scope.S
           }),
           "open",
           path,
-          (payload) => makeFile(client, decodeHandle(payload), path),
+          (payload) => {
+            const { fd, handle } = decodeOpen(payload)
+            const pid = fd >= 0 ? options.agentPid?.() : undefined
+            const own = pid === undefined ? undefined : DirectFile.reopen(pid, fd, openFlags(flags))
+            if (own === undefined) return makeFile(client, handle, path, undefined)
+            const direct = DirectFile.make(own, path)
+            client.directFiles.add(direct)
+            return makeFile(client, handle, path, direct)
+          },
           undefined,
           (payload) => {
             if (payload.length >= 4) client.post(handleFrame(Op.Close, payload.readUInt32LE(0)))

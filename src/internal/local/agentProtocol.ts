@@ -24,7 +24,7 @@ export const Op = {
   Stat: 1,
   /** path → attrs */
   Lstat: 2,
-  /** u32 flags (O_*), u32 mode, path → u32 handle */
+  /** u32 flags (O_*), u32 mode, path → u32 handle, i32 descriptor (-1 unless a regular file) */
   Open: 3,
   /** u32 handle, f64 offset, u32 length → bytes (empty at end of file) */
   Read: 4,

@@ -581,8 +581,10 @@ const dispatch = (id, op, p) => {
         try {
           regular = fs.fstatSync(fd).isFile()
         } catch {}
-        const buffer = frame(id, Status.Ok, 4)
+        // the descriptor number lets the host reopen a regular file itself (see directFile.ts)
+        const buffer = frame(id, Status.Ok, 8)
         buffer.writeUInt32LE(newHandle(fd, regular), HEADER)
+        buffer.writeInt32LE(regular ? fd : -1, HEADER + 4)
         send(buffer)
       })
     }

@@ -215,7 +215,14 @@ const userFileSystem = (target: number, user: PasswdEntry, workdir: string) =>
     const entered = yield* Effect.acquireRelease(launchUserAgent(target, user, channel.peer), stopUserAgent)
     // the agent holds its end now: the host's copy would hide the agent's exit
     channel.peer.destroy()
-    const agent = yield* Agent.make({ channel, workdir })
+    // nsenter's forked child, which became the agent: known once the agent answered
+    let agentPid: number | undefined
+    let answered = false
+    const agent = yield* Agent.make({
+      channel,
+      workdir,
+      agentPid: () => answered ? agentPid ??= Procfs.children(entered.child.pid!)[0] : undefined
+    })
     yield* agent.fs.realPath("/").pipe(
       Effect.mapError((error) => userAgentFailed(user.name, entered.stderr() || error.message, error)),
       Effect.timeoutFail({
@@ -223,6 +230,7 @@ const userFileSystem = (target: number, user: PasswdEntry, workdir: string) =>
         onTimeout: () => userAgentFailed(user.name, "no answer within 10 s")
       })
     )
+    answered = true
     return agent.fs
   })
 
@@ -246,8 +254,10 @@ const makeIsolated = (resolved: Options.Resolved, root: string) =>
     })
     // the agent holds its end now: the host's copy would hide the agent's exit
     channel.peer.destroy()
+    // bwrap's pid 1 has one child yet, the agent (orphans of later processes are reparented to it)
+    const agentPid = Procfs.children(box.target)[0]
     // its finalizer runs before the sandbox's: what is in flight then fails with Closed
-    const agent = yield* Agent.make({ channel, workdir })
+    const agent = yield* Agent.make({ channel, workdir, agentPid: () => agentPid })
     // As sshd, a user starts in their home (root's is the default workdir), unless a workdir was
     // configured for everyone: /root is not even searchable by anyone else.
     const startDirectory = (user: PasswdEntry) => resolved.workdir !== undefined || user.uid === 0 ? workdir : user.home
@@ -335,7 +345,7 @@ const makeIsolated = (resolved: Options.Resolved, root: string) =>
       runtimeDir,
       nsenterTarget: box.target,
       bwrap: box.process,
-      agentPid: Procfs.children(box.target)[0]
+      agentPid
     })
     return sandbox
   })

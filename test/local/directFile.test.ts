@@ -1,0 +1,209 @@
+/**
+ * The host reads and writes a file the isolated sandbox's agent opened through the agent's own
+ * descriptor (`src/internal/local/directFile.ts`), only when the kernel shows that the agent holds
+ * that file with enough access: the checks first (with this process standing in for the agent),
+ * then the path through a real bubblewrap sandbox, for root's agent and for a user's.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as ChildProcess from "node:child_process"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import * as DirectFile from "../../src/internal/local/directFile.js"
+import * as LocalSandbox from "../../src/LocalSandbox.js"
+import type { Sandbox, SandboxFileSystem } from "../../src/Sandbox.js"
+import { encoder, hasBwrap, sh } from "./support.js"
+
+const { O_APPEND, O_CREAT, O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY } = Fs.constants
+const O_PATH = 0o10000000
+
+/** Runs `f` with a fresh temporary directory, removed afterwards. */
+const withDir = <A>(f: (dir: string) => A): A => {
+  const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "direct-file-"))
+  try {
+    return f(dir)
+  } finally {
+    Fs.rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+/** Host descriptors of this process open on the file `path` (same device and inode). */
+const ownDescriptorsOn = (path: string): Array<number> => {
+  const target = Fs.statSync(path)
+  return Fs.readdirSync("/proc/self/fd").map(Number).filter((fd) => {
+    try {
+      const stats = Fs.fstatSync(fd)
+      return stats.ino === target.ino && stats.dev === target.dev
+    } catch {
+      return false
+    }
+  })
+}
+
+describe("directFile.reopen: this process stands in for the agent", () => {
+  it("reopens a regular file the agent holds, for an access mode its descriptor covers", () =>
+    withDir((dir) => {
+      const path = Path.join(dir, "file")
+      const agentFd = Fs.openSync(path, O_RDWR | O_CREAT, 0o600)
+      try {
+        const own = DirectFile.reopen(process.pid, agentFd, O_WRONLY)
+        assert.isDefined(own)
+        assert.notStrictEqual(own, agentFd)
+        Fs.writeSync(own!, "through the host", 0, "utf8")
+        Fs.closeSync(own!)
+        assert.strictEqual(Fs.readFileSync(path, "utf8"), "through the host")
+        const reader = DirectFile.reopen(process.pid, agentFd, O_RDONLY)
+        assert.isDefined(reader)
+        Fs.closeSync(reader!)
+      } finally {
+        Fs.closeSync(agentFd)
+      }
+    }))
+
+  it("keeps O_APPEND: writes go to the end whatever their offset", () =>
+    withDir((dir) => {
+      const path = Path.join(dir, "log")
+      Fs.writeFileSync(path, "first\n")
+      const agentFd = Fs.openSync(path, O_WRONLY | O_APPEND)
+      try {
+        const own = DirectFile.reopen(process.pid, agentFd, O_WRONLY | O_APPEND)
+        assert.isDefined(own)
+        Fs.writeSync(own!, "second\n", 0, "utf8")
+        Fs.closeSync(own!)
+        assert.strictEqual(Fs.readFileSync(path, "utf8"), "first\nsecond\n")
+      } finally {
+        Fs.closeSync(agentFd)
+      }
+    }))
+
+  it("refuses more access than the agent's descriptor has", () =>
+    withDir((dir) => {
+      const path = Path.join(dir, "read-only")
+      Fs.writeFileSync(path, "x")
+      const agentFd = Fs.openSync(path, O_RDONLY)
+      try {
+        assert.isUndefined(DirectFile.reopen(process.pid, agentFd, O_WRONLY))
+        assert.isUndefined(DirectFile.reopen(process.pid, agentFd, O_RDWR))
+        assert.deepStrictEqual(ownDescriptorsOn(path), [agentFd], "a refused reopen leaves no descriptor")
+      } finally {
+        Fs.closeSync(agentFd)
+      }
+      const writeOnly = Fs.openSync(path, O_WRONLY)
+      try {
+        assert.isUndefined(DirectFile.reopen(process.pid, writeOnly, O_RDONLY))
+      } finally {
+        Fs.closeSync(writeOnly)
+      }
+    }))
+
+  it("refuses an O_PATH descriptor, which is opened without read or write permission", () =>
+    withDir((dir) => {
+      const path = Path.join(dir, "secret")
+      Fs.writeFileSync(path, "s3cret", { mode: 0o000 })
+      const agentFd = Fs.openSync(path, O_PATH)
+      try {
+        assert.isUndefined(DirectFile.reopen(process.pid, agentFd, O_RDONLY))
+        assert.deepStrictEqual(ownDescriptorsOn(path), [agentFd])
+      } finally {
+        Fs.closeSync(agentFd)
+      }
+    }))
+
+  it("refuses FIFOs, set-user-ID and set-group-ID files, and descriptors the agent does not have", () =>
+    withDir((dir) => {
+      const fifo = Path.join(dir, "fifo")
+      ChildProcess.execFileSync("mkfifo", [fifo])
+      const fifoFd = Fs.openSync(fifo, O_RDWR | O_NONBLOCK)
+      try {
+        assert.isUndefined(DirectFile.reopen(process.pid, fifoFd, O_RDWR))
+      } finally {
+        Fs.closeSync(fifoFd)
+      }
+      for (const mode of [0o4755, 0o2755]) {
+        const path = Path.join(dir, `special-${mode.toString(8)}`)
+        Fs.writeFileSync(path, "#!/bin/sh\n")
+        Fs.chmodSync(path, mode)
+        const agentFd = Fs.openSync(path, O_RDWR)
+        try {
+          assert.isUndefined(DirectFile.reopen(process.pid, agentFd, O_RDWR))
+        } finally {
+          Fs.closeSync(agentFd)
+        }
+      }
+      const closed = Fs.openSync(Path.join(dir, "gone"), O_RDWR | O_CREAT)
+      Fs.closeSync(closed)
+      assert.isUndefined(DirectFile.reopen(process.pid, closed, O_RDWR))
+      assert.isUndefined(DirectFile.reopen(process.pid, -1, O_RDWR))
+    }))
+
+  it.effect("close waits for the writes still in flight, then frees the descriptor", () =>
+    Effect.gen(function*() {
+      const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "direct-file-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true })))
+      const path = Path.join(dir, "data")
+      const own = Fs.openSync(path, O_RDWR | O_CREAT, 0o600)
+      const file = DirectFile.make(own, path)
+      const chunk = Buffer.alloc(1 << 20, 7)
+      // 32 writes issued, then close, in one synchronous run: the writes wait in the threadpool when
+      // close is called
+      const [writes, closing] = yield* Effect.sync(() =>
+        [
+          Array.from({ length: 32 }, (_, i) => Effect.runFork(file.write(i * chunk.length, chunk))),
+          Effect.runFork(file.close)
+        ] as const
+      )
+      yield* Fiber.join(closing)
+      // every write had landed when close finished, and succeeded
+      assert.strictEqual(Fs.statSync(path).size, 32 * chunk.length)
+      yield* Fiber.join(Fiber.all(writes))
+      assert.deepStrictEqual(ownDescriptorsOn(path), [])
+      const late = yield* Effect.flip(file.write(0, chunk))
+      assert.strictEqual(late.reason, "InvalidArgument")
+    }).pipe(Effect.scoped))
+})
+
+/** Writes `text` through `fs`, checking while the file is open that the host holds it itself. */
+const writeChecked = (sandbox: Sandbox, fs: SandboxFileSystem, path: string, text: string) =>
+  Effect.scoped(Effect.gen(function*() {
+    const file = yield* fs.open(path, { write: true, create: true, truncate: true })
+    const hostPath = Path.join(sandbox.info.root!, path)
+    assert.lengthOf(ownDescriptorsOn(hostPath), 1, "the host holds a descriptor of its own while the file is open")
+    yield* file.write(0, encoder.encode(text))
+    const back = yield* fs.open(path, { read: true })
+    assert.strictEqual(Buffer.from(yield* back.read(0, 1024)).toString(), text)
+    yield* back.close
+    yield* file.close
+    assert.deepStrictEqual(ownDescriptorsOn(hostPath), [], "closing the file closes the host's descriptor")
+  }))
+
+describe.skipIf(!hasBwrap)("an isolated LocalSandbox moves file data without the agent's socket", () => {
+  it.scopedLive("root's files: the host writes and reads them; processes inside see the same bytes", () =>
+    Effect.gen(function*() {
+      const sandbox = yield* LocalSandbox.make({ isolation: "bubblewrap" })
+      yield* writeChecked(sandbox, sandbox.fs, "/tmp/direct.txt", "written by the host\n")
+      const cat = yield* sh(sandbox, "cat /tmp/direct.txt")
+      assert.strictEqual(cat.stdout.toString(), "written by the host\n")
+    }))
+
+  // other uids exist in the sandbox only when bwrap runs as root (see bubblewrap.ts)
+  it.scopedLive.skipIf(process.getuid?.() !== 0)(
+    "a user's files: the same, through that user's agent, and still only what the user may open",
+    () =>
+      Effect.gen(function*() {
+        const sandbox = yield* LocalSandbox.make({ isolation: "bubblewrap" })
+        const setup = yield* sh(
+          sandbox,
+          "echo 'alice:x:1000:1000:Alice:/tmp:/bin/sh' >> /etc/passwd && echo 'alice:x:1000:' >> /etc/group && " +
+            "echo s3cret > /tmp/root-only && chmod 600 /tmp/root-only"
+        )
+        assert.strictEqual(setup.exit.code, 0, setup.stderr.toString())
+        const fs = yield* sandbox.fileSystemFor!("alice")
+        yield* writeChecked(sandbox, fs, "/tmp/by-alice.txt", "alice's bytes\n")
+        assert.strictEqual(Fs.statSync(Path.join(sandbox.info.root!, "tmp/by-alice.txt")).uid, 1000)
+        const denied = yield* Effect.flip(fs.open("/tmp/root-only", { read: true }))
+        assert.strictEqual(denied.reason, "PermissionDenied")
+      })
+  )
+})
