@@ -100,7 +100,11 @@ const finish = () => {
   send(message)
   master.destroy()
   process.stdin.destroy()
-  control.end(() => {
+  // process.exit drops stdout writes still queued (stdout is a socket: writes are asynchronous),
+  // so exit only once both the output and the control message are written.
+  let pending = 2
+  const exit = () => {
+    if (--pending > 0) return
     const unraisable = signal === null || signal === "SIGPIPE" || signal === "SIGUSR1" ||
       signal === "SIGSTOP" || signal === "SIGCHLD" || signal === "SIGWINCH" || signal === "SIGURG" ||
       signal === "SIGCONT" || signal === "SIGTSTP" || signal === "SIGTTIN" || signal === "SIGTTOU"
@@ -109,7 +113,9 @@ const finish = () => {
     } else {
       process.kill(process.pid, signal)
     }
-  })
+  }
+  process.stdout.write("", exit)
+  control.end(exit)
 }
 const maybeFinish = () => {
   if (childExit === null) return
@@ -136,7 +142,26 @@ master.on("error", () => {
   drained = true
   maybeFinish()
 })
+// libuv ends the stream when a poll reports POLLHUP after a short read, without reading again:
+// what the command wrote just before the last slave descriptor closed can still be in the
+// terminal. Read it out here, while the descriptor is still open (the master is non-blocking; the
+// kernel answers EIO once it is empty). Bounded in case something reopened the slave and writes on.
+const drainMaster = () => {
+  const buffer = Buffer.allocUnsafe(65536)
+  for (let reads = 0; reads < 64; reads++) {
+    let length
+    try {
+      length = fs.readSync(term.master, buffer, 0, buffer.length, null)
+    } catch {
+      return
+    }
+    if (length === 0) return
+    received++
+    process.stdout.write(Buffer.from(buffer.subarray(0, length)))
+  }
+}
 master.on("end", () => {
+  drainMaster()
   drained = true
   maybeFinish()
 })
