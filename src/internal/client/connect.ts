@@ -12,6 +12,7 @@ import ssh2 from "ssh2"
 import { ConnectionError } from "../../SshError.js"
 import type { KeyPair } from "../../SshKeys.js"
 import { serverAlgorithms } from "../server/connection.js"
+import * as Padding from "../transport/padding.js"
 
 /** @internal */
 export interface ConnectOptions {
@@ -33,6 +34,7 @@ const sameKey = (a: Uint8Array, b: Uint8Array) => a.length === b.length && timin
  */
 export const connect = (options: ConnectOptions): Effect.Effect<ssh2.Client, ConnectionError, Scope.Scope> =>
   Effect.gen(function*() {
+    Padding.install()
     const client = new ssh2.Client()
     client.setMaxListeners(0)
     // The finalizer is registered before the handshake starts (as NodeSocket does), so the

@@ -15,6 +15,7 @@ import ssh2 from "ssh2"
 import type { Sandbox } from "../../Sandbox.js"
 import { ConnectionError } from "../../SshError.js"
 import type { KeyPair } from "../../SshKeys.js"
+import * as Padding from "../transport/padding.js"
 import type { Authorization } from "./authorization.js"
 import { handleDirectTcpip } from "./forwarding.js"
 import { guardConnection, guardLogin } from "./guards.js"
@@ -56,6 +57,7 @@ export const serverAlgorithms = {
 
 /** An ssh2 server object for a host key; it can serve any number of injected transports. @internal */
 export const makeSsh2Server = (hostKey: KeyPair): ssh2.Server => {
+  Padding.install()
   const server = new ssh2.Server({
     hostKeys: [hostKey.privateKey],
     ident: "sandbox-ssh_0.1",
