@@ -597,11 +597,13 @@ export const serve = (
       runFork(answer(id, job, packet, turn))
     }
 
-    // The input is pulled by hand, from its "readable" event, rather than through
+    // The input is taken by hand, chunk by chunk from its "data" events, rather than through
     // `NodeStream.fromReadable`: that drains whatever the stream has buffered into one chunk per
     // pull, and its per-chunk Stream machinery (plus a fiber wake-up per chunk) cost more than the
-    // rest of the server on uploads. A chunk is read only while fewer than `maxInFlight` requests
-    // are running, so the transport's flow control (channel window, pipe) holds the client back.
+    // rest of the server on uploads. Nor with `read()`, which concatenates every buffered chunk
+    // into a new buffer first: one more copy of every byte uploaded. The input is paused while
+    // `maxInFlight` requests are running, so the transport's flow control (channel window, pipe)
+    // holds the client back.
     const finished = yield* Deferred.make<void, SftpSessionError>()
     let ended = false
     let inputError: unknown = undefined
@@ -611,12 +613,14 @@ export const serve = (
       stopped = true
       Deferred.unsafeDone(finished, exit)
     }
+    const fail = (error: unknown) =>
+      finish(error instanceof MalformedPacket ? Exit.fail(malformed(error)) : Exit.die(error))
     let driving = false
     let again = false
     const pending: Array<Buffer> = []
     let next = 0
 
-    /** Reads and dispatches until the input is empty or every slot is taken. Synchronous. */
+    /** Dispatches the packets framed so far until every slot is taken. Synchronous. */
     function drive(): void {
       if (stopped) return
       if (driving) {
@@ -627,40 +631,45 @@ export const serve = (
       try {
         do {
           again = false
-          readAvailable()
+          dispatchPending()
         } while (again)
       } catch (error) {
-        finish(error instanceof MalformedPacket ? Exit.fail(malformed(error)) : Exit.die(error))
+        fail(error)
       } finally {
         driving = false
       }
     }
-    const readAvailable = (): void => {
-      for (;;) {
-        while (next < pending.length) {
-          if (inFlight >= maxInFlight) {
-            waitingForSlot = true
-            return
-          }
-          const packet = pending[next]!
-          pending[next++] = undefined as unknown as Buffer
-          dispatch(packet)
-        }
-        pending.length = 0
-        next = 0
-        if (stopped) return
-        const chunk = input.read() as Uint8Array | null
-        if (chunk === null) {
-          if (inputError !== undefined) {
-            const detail = String(inputError)
-            finish(Exit.fail(new SftpSessionError({ reason: "InputFailed", detail, cause: inputError })))
-          } else if (ended) {
-            finish(Exit.void)
-          }
+    const dispatchPending = (): void => {
+      while (next < pending.length) {
+        if (inFlight >= maxInFlight) {
+          waitingForSlot = true
+          input.pause()
           return
         }
-        framer.push(chunk, pending)
+        const packet = pending[next]!
+        pending[next++] = undefined as unknown as Buffer
+        dispatch(packet)
       }
+      pending.length = 0
+      next = 0
+      if (stopped) return
+      if (inputError !== undefined) {
+        const detail = String(inputError)
+        finish(Exit.fail(new SftpSessionError({ reason: "InputFailed", detail, cause: inputError })))
+      } else if (ended) {
+        finish(Exit.void)
+      } else if (input.isPaused()) {
+        input.resume()
+      }
+    }
+    const onData = (chunk: Uint8Array) => {
+      if (stopped) return
+      try {
+        framer.push(chunk, pending)
+      } catch (error) {
+        return fail(error)
+      }
+      drive()
     }
     const onEnd = () => {
       ended = true
@@ -672,7 +681,7 @@ export const serve = (
     }
     yield* Effect.acquireRelease(
       Effect.sync(() => {
-        input.on("readable", drive)
+        input.on("data", onData)
         input.on("end", onEnd)
         input.on("close", onEnd)
         input.on("error", onError)
@@ -680,7 +689,7 @@ export const serve = (
       () =>
         Effect.sync(() => {
           stopped = true
-          input.removeListener("readable", drive)
+          input.removeListener("data", onData)
           input.removeListener("end", onEnd)
           input.removeListener("close", onEnd)
           input.removeListener("error", onError)
