@@ -28,7 +28,8 @@ interface CipherInfo {
   readonly authLen: number
 }
 
-interface CipherInstance {
+/** @internal */
+export interface CipherInstance {
   allocPacket(payloadLength: number): Buffer
   free(): void
 }
@@ -81,6 +82,28 @@ const agrees = (
   })
 }
 
+const ssh2Crypto = ssh2CryptoModule as Ssh2Crypto
+
+/**
+ * A throwaway outbound cipher of ssh2's for `name` (zero key), as its connections make them, or
+ * `undefined` for a name ssh2 does not know.
+ *
+ * @internal
+ */
+export const ssh2Cipher = (name: string): CipherInstance | undefined => {
+  const info = ssh2Crypto.CIPHER_INFO[name]
+  if (info === undefined) return undefined
+  return ssh2Crypto.createCipher({
+    outbound: {
+      onWrite: () => {},
+      cipherInfo: info,
+      cipherKey: Buffer.alloc(info.keyLen),
+      cipherIV: Buffer.alloc(info.ivLen),
+      seqno: 0
+    }
+  })
+}
+
 const AEAD_CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
 
 let installed: ReadonlyArray<string> | undefined
@@ -95,20 +118,11 @@ export const install = (): ReadonlyArray<string> => {
   if (installed !== undefined) return installed
   const done: Array<string> = []
   try {
-    const crypto = ssh2CryptoModule as Ssh2Crypto
     const patched = new Set<object>()
     for (const name of AEAD_CIPHERS) {
-      const info = crypto.CIPHER_INFO[name]
+      const info = ssh2Crypto.CIPHER_INFO[name]
       if (info === undefined || info.authLen === 0) continue
-      const instance = crypto.createCipher({
-        outbound: {
-          onWrite: () => {},
-          cipherInfo: info,
-          cipherKey: Buffer.alloc(info.keyLen),
-          cipherIV: Buffer.alloc(info.ivLen),
-          seqno: 0
-        }
-      })
+      const instance = ssh2Cipher(name)!
       const prototype = Object.getPrototypeOf(instance) as { allocPacket?: unknown }
       const original = prototype.allocPacket
       if (patched.has(prototype)) {
