@@ -327,8 +327,14 @@ export const guardConnection = (
         if (last) disconnect(DISCONNECT_NO_MORE_AUTH_METHODS, `${failures} failed authentication attempts`)
       }
       if (delay <= 0) return answer()
-      const timer = setTimeout(answer, delay)
-      socket.once("close", () => clearTimeout(timer))
+      // one "close" listener per refusal in wait, removed when it is answered (a connection's
+      // refusals would otherwise pile up listeners on the socket)
+      const onClose = () => clearTimeout(timer)
+      const timer = setTimeout(() => {
+        socket.removeListener("close", onClose)
+        answer()
+      }, delay)
+      socket.once("close", onClose)
     }
   })
 }
