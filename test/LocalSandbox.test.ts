@@ -92,6 +92,28 @@ describe.each(modes)("LocalSandbox (%s)", (isolation) => {
       assert.strictEqual(bad.reason, "InvalidArgument")
     }))
 
+  it.scopedLive("a terminal's whole output arrives, even when nobody reads it until the command has exited", () =>
+    Effect.gen(function*() {
+      const sandbox = yield* make
+      const lines = 200_000
+      const process = yield* sandbox.spawn({
+        command: "/bin/sh",
+        args: ["-c", `seq 1 ${lines}`],
+        pty: { term: "xterm", cols: 80, rows: 24 }
+      })
+      // seq is done long before this; its output waits in the pipes (the terminal helper's own
+      // writes queue up: it must not exit before they are out)
+      yield* Effect.sleep("1 second")
+      const [bytes, exit] = yield* Effect.all([
+        Stream.runFold(process.stdout, 0, (n, chunk) => n + chunk.length),
+        process.exit
+      ], { concurrency: "unbounded" })
+      let expected = 0
+      for (let i = 1; i <= lines; i++) expected += String(i).length + 2 // "\r\n" on a terminal
+      assert.strictEqual(bytes, expected)
+      assert.deepStrictEqual(exit, { _tag: "Exited", code: 0 } as Sandbox.ProcessExit)
+    }))
+
   it.scopedLive("an interactive shell on a terminal keeps its exit code", () =>
     Effect.gen(function*() {
       const sandbox = yield* make
