@@ -254,7 +254,7 @@ export interface TransferSummary {
  * An SFTP session. Paths are as the sandbox sees them; relative paths resolve against the
  * directory the session started in (the sandbox's working directory).
  *
- * Whole-file `read` and `write` and the streams keep several requests in flight (up to 64 of the
+ * Whole-file `read` and `write` and the streams keep several requests in flight (up to 16 of the
  * server's largest request size), so a transfer runs at the speed of the connection rather than
  * of its round trips. Interrupting a transfer closes its file handle.
  *
