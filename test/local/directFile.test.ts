@@ -164,6 +164,56 @@ describe("directFile.reopen: this process stands in for the agent", () => {
     }).pipe(Effect.scoped))
 })
 
+describe("directFile.make: requests issued together", () => {
+  /** Runs `effects` started in one synchronous run (so that they queue behind each other). */
+  const together = <A>(effects: ReadonlyArray<Effect.Effect<A, unknown>>) =>
+    Effect.flatMap(
+      Effect.sync(() => effects.map((effect) => Effect.runFork(effect))),
+      (fibers) => Fiber.join(Fiber.all(fibers))
+    )
+
+  it.effect("adjacent and scattered writes land where each said, whatever they were batched with", () =>
+    Effect.gen(function*() {
+      const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "direct-file-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true })))
+      const path = Path.join(dir, "data")
+      const file = DirectFile.make(Fs.openSync(path, O_RDWR | O_CREAT, 0o600), path)
+      const piece = 32 * 1024
+      const expected = Buffer.alloc(100 * piece)
+      const requests: Array<Effect.Effect<void, unknown>> = []
+      // 70 adjacent pieces (more than one batch of 64, more than 1 MiB), then one far behind them,
+      // then 20 more adjacent ones starting over at the front
+      const order = [...Array.from({ length: 70 }, (_, i) => i + 10), 95, ...Array.from({ length: 20 }, (_, i) => i)]
+      for (const index of order) {
+        const data = Buffer.alloc(piece, index + 1)
+        data.copy(expected, index * piece)
+        requests.push(file.write(index * piece, data))
+      }
+      yield* together(requests)
+      yield* file.close
+      assert.isTrue(Fs.readFileSync(path).equals(expected.subarray(0, 96 * piece)))
+    }).pipe(Effect.scoped))
+
+  it.effect("adjacent reads each get their own range, short or empty past the end of the file", () =>
+    Effect.gen(function*() {
+      const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "direct-file-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true })))
+      const path = Path.join(dir, "data")
+      const content = Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 7) % 251))
+      Fs.writeFileSync(path, content)
+      const file = DirectFile.make(Fs.openSync(path, O_RDONLY), path)
+      const piece = 10_000
+      // 40 adjacent reads (the file ends inside the 30th), and one that starts elsewhere
+      const ranges = [...Array.from({ length: 40 }, (_, i) => i * piece), 123]
+      const results = yield* together(ranges.map((offset) => file.read(offset, piece)))
+      ranges.forEach((offset, i) => {
+        const want = content.subarray(Math.min(offset, content.length), Math.min(offset + piece, content.length))
+        assert.isTrue(Buffer.from(results[i]!).equals(want), `read at ${offset}`)
+      })
+      yield* file.close
+    }).pipe(Effect.scoped))
+})
+
 /** Writes `text` through `fs`, checking while the file is open that the host holds it itself. */
 const writeChecked = (sandbox: Sandbox, fs: SandboxFileSystem, path: string, text: string) =>
   Effect.scoped(Effect.gen(function*() {

@@ -86,9 +86,17 @@ export const reopen = (agentPid: number, fd: number, openFlags: number): number 
 }
 
 /**
- * Reads and writes on a reopened descriptor. Its close waits for the calls still in the threadpool:
- * a descriptor number closed under a pending `pwrite` could be reused by the next `open` of this
- * process, and the write would land in that file.
+ * Reads and writes on a reopened descriptor, in the threadpool, batched: requests for adjacent
+ * ranges that wait while one call runs go out together as one `preadv`-like read or one `pwritev`
+ * (up to 1 MiB). A threadpool call costs a thread wake-up on top of the copy (measured ~30 µs of
+ * the event loop per call on 2 cores); OpenSSH's `sftp` with 32 KiB requests sends 32 of them for
+ * each MiB, and they arrive together. One read and one write run at a time per file; ordering
+ * between overlapping requests is the SFTP server's (requests on a handle wait for the overlapping
+ * ones before them).
+ *
+ * Its close waits for the calls in flight and those queued: a descriptor number closed under a
+ * pending `pwrite` could be reused by the next `open` of this process, and the write would land
+ * in that file.
  *
  * @internal
  */
@@ -99,6 +107,36 @@ export interface DirectFile {
   readonly close: Effect.Effect<void>
   /** `close` for a caller that does not wait (the agent's client shutting down). */
   readonly dispose: () => void
+}
+
+/** The most one batched call moves, and the most requests it serves. */
+const MAX_BATCH_BYTES = 1024 * 1024
+const MAX_BATCH_REQUESTS = 64
+
+interface PendingRead {
+  readonly offset: number
+  readonly length: number
+  readonly done: (result: Effect.Effect<Uint8Array, SandboxError>) => void
+}
+
+interface PendingWrite {
+  readonly offset: number
+  readonly data: Uint8Array
+  readonly done: (result: Effect.Effect<void, SandboxError>) => void
+}
+
+/** How many requests from the head of `queue` cover one run of adjacent ranges, within the bounds. */
+const adjacentRun = <A>(queue: ReadonlyArray<A>, offset: (a: A) => number, length: (a: A) => number): number => {
+  let count = 1
+  let bytes = length(queue[0]!)
+  while (count < queue.length && count < MAX_BATCH_REQUESTS) {
+    const previous = queue[count - 1]!
+    const next = queue[count]!
+    if (offset(next) !== offset(previous) + length(previous) || bytes + length(next) > MAX_BATCH_BYTES) break
+    bytes += length(next)
+    count++
+  }
+  return count
 }
 
 /** @internal */
@@ -120,39 +158,100 @@ export const make = (fd: number, path: string): DirectFile => {
     if (busy === 0) done()
     else onIdle = done
   }
+
+  const reads: Array<PendingRead> = []
+  let reading = false
+  const flushReads = (): void => {
+    if (reading || reads.length === 0) return
+    const run = reads.splice(0, adjacentRun(reads, (r) => r.offset, (r) => r.length))
+    let total = 0
+    for (const request of run) total += request.length
+    const buffer = Buffer.allocUnsafe(total)
+    reading = true
+    Fs.read(fd, buffer, 0, total, run[0]!.offset, (error, bytesRead) => {
+      reading = false
+      let start = 0
+      for (const request of run) {
+        if (error) {
+          request.done(Effect.fail(fromNodeError("read", path)(error)))
+        } else {
+          // a short read of a regular file is its end: what lies beyond reads as nothing
+          const end = Math.min(start + request.length, Math.max(start, bytesRead))
+          request.done(Effect.succeed(buffer.subarray(start, end)))
+        }
+        start += request.length
+      }
+      flushReads()
+    })
+  }
+
+  const writes: Array<PendingWrite> = []
+  let writing = false
+  const flushWrites = (): void => {
+    if (writing || writes.length === 0) return
+    const run = writes.splice(0, adjacentRun(writes, (w) => w.offset, (w) => w.data.length))
+    const onWritten = (error: NodeJS.ErrnoException | null, written: number) => {
+      writing = false
+      if (error) {
+        for (const request of run) request.done(Effect.fail(fromNodeError("write", path)(error)))
+        return flushWrites()
+      }
+      // the requests written whole are done; the rest go back to the front of the queue
+      let left = written
+      let whole = 0
+      while (whole < run.length && left >= run[whole]!.data.length) left -= run[whole++]!.data.length
+      if (whole < run.length) {
+        if (written === 0) {
+          for (const request of run) request.done(Effect.fail(failure("write", "EIO", "the write made no progress")))
+          return flushWrites()
+        }
+        const partial = run[whole]!
+        writes.unshift(
+          { offset: partial.offset + left, data: partial.data.subarray(left), done: partial.done },
+          ...run.slice(whole + 1)
+        )
+      }
+      for (let i = 0; i < whole; i++) run[i]!.done(Effect.void)
+      flushWrites()
+    }
+    writing = true
+    if (run.length === 1) {
+      const only = run[0]!
+      Fs.write(fd, only.data, 0, only.data.length, only.offset, onWritten)
+    } else {
+      Fs.writev(fd, run.map((request) => request.data), run[0]!.offset, onWritten)
+    }
+  }
+
   return {
     read: (offset, length) =>
       Effect.async((resume) => {
         if (closing) return resume(Effect.fail(closedError("read")))
-        const buffer = Buffer.allocUnsafe(length)
         busy++
-        Fs.read(fd, buffer, 0, length, offset, (error, bytesRead) => {
-          release()
-          if (error) resume(Effect.fail(fromNodeError("read", path)(error)))
-          else resume(Effect.succeed(bytesRead === length ? buffer : buffer.subarray(0, bytesRead)))
+        reads.push({
+          offset,
+          length,
+          done: (result) => {
+            release()
+            resume(result)
+          }
         })
+        flushReads()
       }),
     write: (offset, data) =>
       Effect.async((resume) => {
         if (closing) return resume(Effect.fail(closedError("write")))
+        if (data.length === 0) return resume(Effect.void)
         busy++
-        const next = (written: number) =>
-          Fs.write(fd, data, written, data.length - written, offset + written, (error, n) => {
-            if (error) {
-              release()
-              resume(Effect.fail(fromNodeError("write", path)(error)))
-            } else if (written + n >= data.length || n === 0) {
-              release()
-              resume(
-                written + n >= data.length
-                  ? Effect.void
-                  : Effect.fail(failure("write", "EIO", "the write made no progress"))
-              )
-            } else {
-              next(written + n)
-            }
-          })
-        next(0)
+        writes.push({
+          offset,
+          data,
+          done: (result) => {
+            release()
+            resume(result)
+          }
+        })
+        flushWrites()
       }),
     close: Effect.async((resume) => closeThen(() => resume(Effect.void))),
     dispose: () => closeThen(() => {})
