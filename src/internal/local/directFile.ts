@@ -3,7 +3,8 @@
  * crossing the agent's socket: the host reopens the agent's descriptor through
  * `/proc/<agent>/fd/<n>` and does `pread`/`pwrite` on its own descriptor, in the threadpool.
  * Measured: every byte of an SFTP transfer through the agent was copied into and out of a Unix socket
- * (~1 s of host CPU per GiB written); this path does one `pwrite`/`pread` per request.
+ * (~1 s of host CPU per GiB written); this path does one `pread`/`pwritev` per batch of adjacent
+ * requests (see `make`).
  *
  * Why it does not widen what the sandbox can reach:
  * - Opening `/proc/<pid>/fd/<n>` does not walk a path inside the sandbox: it reaches the very file
