@@ -42,62 +42,62 @@ const daemonSelection = (command, argv) => {
     }).values
   } catch (error) {
     fail(`invalid option ${command}: ${error.message} (see: sandbox-ssh ${command} --help)`)
-}
-if (!["auto", "bubblewrap", "none"].includes(values.isolation)) {
-  fail("invalid option --isolation: one of auto, bubblewrap, none")
-}
+  }
+  if (!["auto", "bubblewrap", "none"].includes(values.isolation)) {
+    fail("invalid option --isolation: one of auto, bubblewrap, none")
+  }
 
-// The defaults as the daemon resolves them: src/internal/home.ts (home, host key, authorized_keys),
-// src/cli/sandboxSelection.ts (the sandbox root), src/internal/options.ts (user). Keep in step.
-const configuredHome = process.env.SANDBOX_SSH_HOME
-const home = configuredHome !== undefined && configuredHome !== ""
-  ? path.resolve(configuredHome)
-  : path.join(os.homedir(), ".sandbox-ssh")
-// `auto` is resolved here as LocalSandbox resolves it (src/internal/local/bubblewrap.ts, findBwrap),
-// so that `auto` and what it picks name one daemon and one environment, not two.
-const hasBwrap = () =>
-  ["/usr/bin/bwrap", ...(process.env.PATH ?? "").split(":").filter((dir) => dir !== "").map((dir) =>
-    path.join(dir, "bwrap")
-  )].some((candidate) => {
-    try {
-      fs.accessSync(candidate, fs.constants.X_OK)
-      return true
-    } catch {
-      return false
-    }
-  })
-const selection = {
-  root: values.root !== undefined
-    ? path.resolve(values.root)
-    : path.join(home, "sandboxes", values.name ?? "default"),
-  isolation: values.isolation === "auto" ? (hasBwrap() ? "bubblewrap" : "none") : values.isolation,
-  hostKey: path.resolve(values["host-key"] ?? path.join(home, "ssh_host_ed25519_key")),
-  authorizedKeys: path.resolve(values["authorized-keys"] ?? path.join(home, "authorized_keys")),
-  user: values.user ?? "root"
-}
-const hash = crypto.createHash("sha256").update(JSON.stringify(selection)).digest("hex").slice(0, 16)
-const run = path.join(home, "run")
-const socketPath = path.join(run, `${hash}.sock`)
-const logPath = path.join(run, `${hash}.log`)
+  // The defaults as the daemon resolves them: src/internal/home.ts (home, host key, authorized_keys),
+  // src/cli/sandboxSelection.ts (the sandbox root), src/internal/options.ts (user). Keep in step.
+  const configuredHome = process.env.SANDBOX_SSH_HOME
+  const home = configuredHome !== undefined && configuredHome !== ""
+    ? path.resolve(configuredHome)
+    : path.join(os.homedir(), ".sandbox-ssh")
+  // `auto` is resolved here as LocalSandbox resolves it (src/internal/local/bubblewrap.ts, findBwrap),
+  // so that `auto` and what it picks name one daemon and one environment, not two.
+  const hasBwrap = () =>
+    ["/usr/bin/bwrap", ...(process.env.PATH ?? "").split(":").filter((dir) => dir !== "").map((dir) =>
+      path.join(dir, "bwrap")
+    )].some((candidate) => {
+      try {
+        fs.accessSync(candidate, fs.constants.X_OK)
+        return true
+      } catch {
+        return false
+      }
+    })
+  const selection = {
+    root: values.root !== undefined
+      ? path.resolve(values.root)
+      : path.join(home, "sandboxes", values.name ?? "default"),
+    isolation: values.isolation === "auto" ? (hasBwrap() ? "bubblewrap" : "none") : values.isolation,
+    hostKey: path.resolve(values["host-key"] ?? path.join(home, "ssh_host_ed25519_key")),
+    authorizedKeys: path.resolve(values["authorized-keys"] ?? path.join(home, "authorized_keys")),
+    user: values.user ?? "root"
+  }
+  const hash = crypto.createHash("sha256").update(JSON.stringify(selection)).digest("hex").slice(0, 16)
+  const run = path.join(home, "run")
+  const socketPath = path.join(run, `${hash}.sock`)
+  const logPath = path.join(run, `${hash}.log`)
 
-// The run directory holds sockets that give a shell in the sandbox: only we may enter it.
-try {
-  fs.mkdirSync(run, { recursive: true, mode: 0o700 })
-} catch (error) {
-  fail(`cannot create ${run}: ${error.message}`)
-}
-const stats = fs.lstatSync(run)
-if (!stats.isDirectory() || stats.uid !== process.getuid() || (stats.mode & 0o077) !== 0) {
-  fail(
-    `${run} must be a directory of uid ${process.getuid()} that only it can use (it is ${
-      stats.isDirectory() ? "a directory" : "not a directory"
-    } of uid ${stats.uid}, mode ${(stats.mode & 0o777).toString(8)}); fix: chmod 700 ${run}`
-  )
-}
-if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH) {
-  fail(`${socketPath} is too long for a Unix socket; use a shorter SANDBOX_SSH_HOME`)
-}
-return { values, home, selection, socketPath, logPath }
+  // The run directory holds sockets that give a shell in the sandbox: only we may enter it.
+  try {
+    fs.mkdirSync(run, { recursive: true, mode: 0o700 })
+  } catch (error) {
+    fail(`cannot create ${run}: ${error.message}`)
+  }
+  const stats = fs.lstatSync(run)
+  if (!stats.isDirectory() || stats.uid !== process.getuid() || (stats.mode & 0o077) !== 0) {
+    fail(
+      `${run} must be a directory of uid ${process.getuid()} that only it can use (it is ${
+        stats.isDirectory() ? "a directory" : "not a directory"
+      } of uid ${stats.uid}, mode ${(stats.mode & 0o777).toString(8)}); fix: chmod 700 ${run}`
+    )
+  }
+  if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH) {
+    fail(`${socketPath} is too long for a Unix socket; use a shorter SANDBOX_SSH_HOME`)
+  }
+  return { values, home, selection, socketPath, logPath }
 }
 
 module.exports = { daemonSelection, fail }
