@@ -215,13 +215,13 @@ const userFileSystem = (target: number, user: PasswdEntry, workdir: string) =>
     const entered = yield* Effect.acquireRelease(launchUserAgent(target, user, channel.peer), stopUserAgent)
     // the agent holds its end now: the host's copy would hide the agent's exit
     channel.peer.destroy()
-    // nsenter's forked child, which became the agent: known once the agent answered
+    // nsenter's forked child, which became the agent: asked at the first open, which comes after
+    // the agent has answered below
     let agentPid: number | undefined
-    let answered = false
     const agent = yield* Agent.make({
       channel,
       workdir,
-      agentPid: () => answered ? agentPid ??= Procfs.children(entered.child.pid!)[0] : undefined
+      agentPid: () => agentPid ??= Procfs.children(entered.child.pid!)[0]
     })
     yield* agent.fs.realPath("/").pipe(
       Effect.mapError((error) => userAgentFailed(user.name, entered.stderr() || error.message, error)),
@@ -230,7 +230,6 @@ const userFileSystem = (target: number, user: PasswdEntry, workdir: string) =>
         onTimeout: () => userAgentFailed(user.name, "no answer within 10 s")
       })
     )
-    answered = true
     return agent.fs
   })
 
