@@ -253,7 +253,7 @@ class Client {
   private readonly pending = new Map<number, Pending>()
   private readonly streams = new Map<number, Connection>()
   /** Files read and written by the host itself: their descriptors close with the client. */
-  readonly directFiles = new Set<DirectFile.DirectFile>()
+  private readonly directFiles = new Set<DirectFile.DirectFile>()
   private readonly socket: AgentChannel["socket"]
   private nextId = 0
   private corked = false
@@ -467,6 +467,25 @@ class Client {
     )
   }
 
+  // ---- files the host reads and writes itself (directFile.ts)
+
+  adoptDirect(file: DirectFile.DirectFile): void {
+    this.directFiles.add(file)
+  }
+
+  releaseDirect(file: DirectFile.DirectFile): Effect.Effect<void> {
+    this.directFiles.delete(file)
+    return file.close
+  }
+
+  /** `effect` on a direct file, unless the agent is gone (whose files are closed then). */
+  whileConnected<A>(operation: string, path: string, effect: Effect.Effect<A, SandboxError>) {
+    return Effect.suspend(() => {
+      const lost = this.lostError(operation, path)
+      return lost === undefined ? effect : Effect.fail(lost)
+    })
+  }
+
   /** A request nobody waits for (releasing an orphan). */
   post(build: Build): void {
     if (this.failure !== undefined) return
@@ -578,10 +597,7 @@ const makeFile = (
       if (!Number.isSafeInteger(offset) || offset < 0) return invalid("read", path, `bad offset ${offset}`)
       if (!Number.isSafeInteger(length) || length < 0) return invalid("read", path, `bad length ${length}`)
       if (direct !== undefined) {
-        return Effect.suspend(() => {
-          const lost = client.lostError("read", path)
-          return lost === undefined ? direct.read(offset, Math.min(length, maxRead)) : Effect.fail(lost)
-        })
+        return client.whileConnected("read", path, direct.read(offset, Math.min(length, maxRead)))
       }
       return client.request(
         handleFrame(Op.Read, handle, 12, (buffer, at) => {
@@ -597,12 +613,7 @@ const makeFile = (
       if (closed) return Effect.fail(closedError("write"))
       if (!Number.isSafeInteger(offset) || offset < 0) return invalid("write", path, `bad offset ${offset}`)
       if (data.length === 0) return Effect.void
-      if (direct !== undefined) {
-        return Effect.suspend(() => {
-          const lost = client.lostError("write", path)
-          return lost === undefined ? direct.write(offset, data) : Effect.fail(lost)
-        })
-      }
+      if (direct !== undefined) return client.whileConnected("write", path, direct.write(offset, data))
       if (data.length <= maxWrite) return writePiece(offset, data)
       const pieces: Array<Effect.Effect<void, SandboxError>> = []
       for (let at = 0; at < data.length; at += maxWrite) {
@@ -635,9 +646,7 @@ const makeFile = (
       if (closed) return Effect.void
       closed = true
       const agentClose = client.request(handleFrame(Op.Close, handle), "close", path, () => undefined)
-      if (direct === undefined) return agentClose
-      client.directFiles.delete(direct)
-      return Effect.zipRight(direct.close, agentClose)
+      return direct === undefined ? agentClose : Effect.zipRight(client.releaseDirect(direct), agentClose)
     })
   }
 }
@@ -685,7 +694,7 @@ export const make = (options: AgentOptions): Effect.Effect<Agent, never, Scope.S
             const own = pid === undefined ? undefined : DirectFile.reopen(pid, fd, openFlags(flags))
             if (own === undefined) return makeFile(client, handle, path, undefined)
             const direct = DirectFile.make(own, path)
-            client.directFiles.add(direct)
+            client.adoptDirect(direct)
             return makeFile(client, handle, path, direct)
           },
           undefined,
