@@ -42,12 +42,21 @@ const ownDescriptorsOn = (path: string): Array<number> => {
   })
 }
 
+/** Runs `f` with `path` open as the agent would hold it (`flags`), closed afterwards. */
+const heldByAgent = (path: string, flags: number, f: (agentFd: number) => void, mode?: number) => {
+  const agentFd = Fs.openSync(path, flags, mode)
+  try {
+    f(agentFd)
+  } finally {
+    Fs.closeSync(agentFd)
+  }
+}
+
 describe("directFile.reopen: this process stands in for the agent", () => {
   it("reopens a regular file the agent holds, for an access mode its descriptor covers", () =>
     withDir((dir) => {
       const path = Path.join(dir, "file")
-      const agentFd = Fs.openSync(path, O_RDWR | O_CREAT, 0o600)
-      try {
+      heldByAgent(path, O_RDWR | O_CREAT, (agentFd) => {
         const own = DirectFile.reopen(process.pid, agentFd, O_WRONLY)
         assert.isDefined(own)
         assert.notStrictEqual(own, agentFd)
@@ -57,80 +66,60 @@ describe("directFile.reopen: this process stands in for the agent", () => {
         const reader = DirectFile.reopen(process.pid, agentFd, O_RDONLY)
         assert.isDefined(reader)
         Fs.closeSync(reader!)
-      } finally {
-        Fs.closeSync(agentFd)
-      }
+      }, 0o600)
     }))
 
   it("keeps O_APPEND: writes go to the end whatever their offset", () =>
     withDir((dir) => {
       const path = Path.join(dir, "log")
       Fs.writeFileSync(path, "first\n")
-      const agentFd = Fs.openSync(path, O_WRONLY | O_APPEND)
-      try {
+      heldByAgent(path, O_WRONLY | O_APPEND, (agentFd) => {
         const own = DirectFile.reopen(process.pid, agentFd, O_WRONLY | O_APPEND)
         assert.isDefined(own)
         Fs.writeSync(own!, "second\n", 0, "utf8")
         Fs.closeSync(own!)
         assert.strictEqual(Fs.readFileSync(path, "utf8"), "first\nsecond\n")
-      } finally {
-        Fs.closeSync(agentFd)
-      }
+      })
     }))
 
   it("refuses more access than the agent's descriptor has", () =>
     withDir((dir) => {
       const path = Path.join(dir, "read-only")
       Fs.writeFileSync(path, "x")
-      const agentFd = Fs.openSync(path, O_RDONLY)
-      try {
+      heldByAgent(path, O_RDONLY, (agentFd) => {
         assert.isUndefined(DirectFile.reopen(process.pid, agentFd, O_WRONLY))
         assert.isUndefined(DirectFile.reopen(process.pid, agentFd, O_RDWR))
         assert.deepStrictEqual(ownDescriptorsOn(path), [agentFd], "a refused reopen leaves no descriptor")
-      } finally {
-        Fs.closeSync(agentFd)
-      }
-      const writeOnly = Fs.openSync(path, O_WRONLY)
-      try {
-        assert.isUndefined(DirectFile.reopen(process.pid, writeOnly, O_RDONLY))
-      } finally {
-        Fs.closeSync(writeOnly)
-      }
+      })
+      heldByAgent(path, O_WRONLY, (agentFd) => {
+        assert.isUndefined(DirectFile.reopen(process.pid, agentFd, O_RDONLY))
+      })
     }))
 
   it("refuses an O_PATH descriptor, which is opened without read or write permission", () =>
     withDir((dir) => {
       const path = Path.join(dir, "secret")
       Fs.writeFileSync(path, "s3cret", { mode: 0o000 })
-      const agentFd = Fs.openSync(path, O_PATH)
-      try {
+      heldByAgent(path, O_PATH, (agentFd) => {
         assert.isUndefined(DirectFile.reopen(process.pid, agentFd, O_RDONLY))
         assert.deepStrictEqual(ownDescriptorsOn(path), [agentFd])
-      } finally {
-        Fs.closeSync(agentFd)
-      }
+      })
     }))
 
   it("refuses FIFOs, set-user-ID and set-group-ID files, and descriptors the agent does not have", () =>
     withDir((dir) => {
       const fifo = Path.join(dir, "fifo")
       ChildProcess.execFileSync("mkfifo", [fifo])
-      const fifoFd = Fs.openSync(fifo, O_RDWR | O_NONBLOCK)
-      try {
-        assert.isUndefined(DirectFile.reopen(process.pid, fifoFd, O_RDWR))
-      } finally {
-        Fs.closeSync(fifoFd)
-      }
+      heldByAgent(fifo, O_RDWR | O_NONBLOCK, (agentFd) => {
+        assert.isUndefined(DirectFile.reopen(process.pid, agentFd, O_RDWR))
+      })
       for (const mode of [0o4755, 0o2755]) {
         const path = Path.join(dir, `special-${mode.toString(8)}`)
         Fs.writeFileSync(path, "#!/bin/sh\n")
         Fs.chmodSync(path, mode)
-        const agentFd = Fs.openSync(path, O_RDWR)
-        try {
+        heldByAgent(path, O_RDWR, (agentFd) => {
           assert.isUndefined(DirectFile.reopen(process.pid, agentFd, O_RDWR))
-        } finally {
-          Fs.closeSync(agentFd)
-        }
+        })
       }
       const closed = Fs.openSync(Path.join(dir, "gone"), O_RDWR | O_CREAT)
       Fs.closeSync(closed)
