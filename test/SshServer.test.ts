@@ -100,6 +100,32 @@ describe("SshServer over TCP with OpenSSH's ssh (bubblewrap)", () => {
     }))
 })
 
+describe("SshServer.serveConnection", () => {
+  it.scopedLive("serves one connection over stdin/stdout, as OpenSSH's ProxyCommand", () =>
+    Effect.gen(function*() {
+      const setup = yield* makeOpenSshSetup
+      const root = fs.mkdtempSync(Path.join(setup.dir, "root-"))
+      // the host key the proxied server will load, created (and trusted) here first
+      const keys = yield* SandboxSsh.make(yield* LocalSandbox.make({ root, isolation: "none" })).prepareServer({
+        hostKeyPath: Path.join(setup.home, "host_key"),
+        authorizedKeysPath: Path.join(setup.home, "authorized_keys")
+      })
+      setup.trustHost("proxied", keys.hostKey.publicKey)
+      const script = Path.join(import.meta.dirname, "support", "serve-connection.ts")
+      const proxy = `${process.execPath} --import tsx ${script} ${setup.home} ${root}`
+      const out = yield* run("ssh", [
+        ...setup.sshOptions,
+        "-o",
+        `ProxyCommand=${proxy}`,
+        "root@proxied",
+        "echo in $(pwd); echo oops >&2; exit 3"
+      ])
+      assert.strictEqual(out.stdout.toString(), `in ${fs.realpathSync(root)}\n`)
+      assert.strictEqual(out.stderr.toString(), "oops\n")
+      assert.strictEqual(out.code, 3)
+    }))
+})
+
 describe("SshServer keys and options", () => {
   it.scopedLive("keeps the host key stable across servers and refuses loose permissions", () =>
     Effect.gen(function*() {

@@ -28,7 +28,6 @@ import { defaultAuthorizedKeysPath, defaultHostKeyPath, homeDirectory } from "..
 import * as SandboxSsh from "../SandboxSsh.js"
 import { InvalidOptionError, KeyError } from "../SshError.js"
 import * as SshKeys from "../SshKeys.js"
-import { serveSocket } from "./daemon.js"
 import { runCli, StderrLogger, withLogging } from "./runtime.js"
 import { sandboxOptions } from "./sandboxOptions.js"
 import { openSandbox, sandboxRoot, type SandboxSelection } from "./sandboxSelection.js"
@@ -72,21 +71,24 @@ const serveCommand = Command.make(
     authorizedKeys: Options.file("authorized-keys").pipe(Options.optional),
     user: Options.text("user").pipe(Options.optional, Options.withDescription("user inside the sandbox (default root)"))
   },
+  // `--stdio` and `--socket` are declared here for `serve --help` and validation, and served by
+  // their own entries: bin/sandbox-ssh.js hands `--stdio` to the relay (bin/relay.cjs) and
+  // `--socket` to the daemon bundle (daemonMain.ts), so only the TCP listener runs here.
   (options) =>
-    Effect.flatMap(SshKeys.SshKeys, (keys) => {
-      const resolved = {
-        ...options,
-        hostKey: Option.getOrUndefined(options.hostKey),
-        authorizedKeys: Option.getOrUndefined(options.authorizedKeys),
-        user: Option.getOrUndefined(options.user)
-      }
-      return Option.isSome(options.socket)
-        ? serveSocket(
-          { ...resolved, socket: options.socket.value, linger: Option.getOrUndefined(options.linger) },
-          keys
-        )
-        : serve(resolved, keys)
-    }).pipe(withLogging(options.verbose))
+    options.stdio || Option.isSome(options.socket)
+      ? Effect.fail(
+        new InvalidOptionError({
+          option: options.stdio ? "--stdio" : "--socket",
+          detail: "served by bin/sandbox-ssh.js (the ProxyCommand relay and the server daemon), not by this bundle"
+        })
+      )
+      : Effect.flatMap(SshKeys.SshKeys, (keys) =>
+        serve({
+          ...options,
+          hostKey: Option.getOrUndefined(options.hostKey),
+          authorizedKeys: Option.getOrUndefined(options.authorizedKeys),
+          user: Option.getOrUndefined(options.user)
+        }, keys)).pipe(withLogging(options.verbose))
 ).pipe(
   Command.withDescription(
     "serve the sandbox to OpenSSH clients (ssh, sftp, scp, rsync): through a ProxyCommand (--stdio), " +

@@ -1,5 +1,6 @@
 /**
- * `sandbox-ssh serve`: one SSH connection over stdin/stdout, or a TCP listener.
+ * `sandbox-ssh serve --port`: a TCP listener. (`--stdio` is the relay, bin/relay.cjs; `--socket` the
+ * server daemon, daemon.ts.)
  *
  * @internal
  */
@@ -11,7 +12,6 @@ import { openSandbox, type SandboxSelection } from "./sandboxSelection.js"
 
 /** @internal */
 export interface ServeOptions extends SandboxSelection {
-  readonly stdio: boolean
   readonly host: string
   readonly port: number
   readonly hostKey: string | undefined
@@ -28,7 +28,6 @@ export const serve = (options: ServeOptions, keys: SshKeys.SshKeys): Effect.Effe
       authorizedKeysPath: options.authorizedKeys,
       user: options.user
     })
-    if (options.stdio) return yield* server.serveConnection()
     const listener = yield* server.listen({ host: options.host, port: options.port })
     yield* Console.error(
       `sandbox-ssh: serving ${sandbox.info.root ?? "sandbox"} (${
