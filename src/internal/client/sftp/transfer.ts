@@ -12,7 +12,10 @@ import * as Option from "effect/Option"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import type { SftpError } from "../../../SshError.js"
+import { readView } from "./readView.js"
 import { MAX_IN_FLIGHT, type Session } from "./session.js"
+
+const empty = Buffer.alloc(0)
 
 const asBuffer = (data: Uint8Array): Buffer =>
   Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
@@ -138,10 +141,9 @@ const READ_AHEAD_BYTES = 6 * 1024 * 1024
 interface PendingRead {
   readonly offset: number
   readonly length: number
-  readonly buffer: Buffer
   done: boolean
   error: unknown
-  bytes: number
+  data: Buffer
   wake: (() => void) | undefined
 }
 
@@ -163,19 +165,11 @@ export const streamHandle = (
     let next = options.offset
     let eof = false
     const issue = (offset: number, length: number): PendingRead => {
-      const pending: PendingRead = {
-        offset,
-        length,
-        buffer: Buffer.allocUnsafeSlow(length),
-        done: false,
-        error: undefined,
-        bytes: 0,
-        wake: undefined
-      }
-      session.sftp.read(handle, pending.buffer, 0, length, offset, (error, bytes) => {
+      const pending: PendingRead = { offset, length, done: false, error: undefined, data: empty, wake: undefined }
+      readView(session.sftp, handle, offset, length, (error, data) => {
         pending.done = true
         pending.error = error
-        pending.bytes = bytes ?? 0
+        pending.data = data
         const wake = pending.wake
         pending.wake = undefined
         wake?.()
@@ -210,13 +204,14 @@ export const streamHandle = (
       return Effect.flatMap(settled(head), () => {
         queue.shift()
         if (head.error) return Effect.fail(Option.some(session.error(head.error, "read", path)))
-        if (head.bytes === 0) {
+        const bytes = head.data.length
+        if (bytes === 0) {
           eof = true
           queue.length = 0
           return Effect.fail(Option.none())
         }
-        if (head.bytes < head.length) queue.unshift(issue(head.offset + head.bytes, head.length - head.bytes))
-        return Effect.succeed(Chunk.of(head.buffer.subarray(0, head.bytes)))
+        if (bytes < head.length) queue.unshift(issue(head.offset + bytes, head.length - bytes))
+        return Effect.succeed(Chunk.of(head.data))
       })
     })
     return Stream.repeatEffectChunkOption(pull)
