@@ -31,6 +31,7 @@
 import * as Effect from "effect/Effect"
 import * as Fs from "node:fs"
 import type { SandboxError } from "../../SshError.js"
+import * as ReadBuffers from "../readBuffers.js"
 import { fromNodeError } from "./errors.js"
 
 const { O_APPEND, O_NOCTTY, O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY } = Fs.constants
@@ -167,7 +168,9 @@ export const make = (fd: number, path: string): DirectFile => {
     const run = reads.splice(0, adjacentRun(reads, (r) => r.offset, (r) => r.length))
     let total = 0
     for (const request of run) total += request.length
-    const buffer = Buffer.allocUnsafe(total)
+    // the bytes of a read usually go straight out (SFTP DATA) and come back (ReadBuffers.giveBack)
+    const slab = total <= ReadBuffers.SLAB_BYTES ? ReadBuffers.take() : undefined
+    const buffer = slab?.buffer ?? Buffer.allocUnsafe(total)
     reading = true
     Fs.read(fd, buffer, 0, total, run[0]!.offset, (error, bytesRead) => {
       reading = false
@@ -178,10 +181,11 @@ export const make = (fd: number, path: string): DirectFile => {
         } else {
           // a short read of a regular file is its end: what lies beyond reads as nothing
           const end = Math.min(start + request.length, Math.max(start, bytesRead))
-          request.done(Effect.succeed(buffer.subarray(start, end)))
+          request.done(Effect.succeed(slab ? ReadBuffers.part(slab, start, end) : buffer.subarray(start, end)))
         }
         start += request.length
       }
+      if (slab) ReadBuffers.seal(slab)
       flushReads()
     })
   }

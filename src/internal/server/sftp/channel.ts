@@ -58,7 +58,8 @@ export const serveChannel = (channel: ssh2.ServerChannel, options: SftpChannelOp
       channel.end()
       return
     }
-    yield* serve(channel, channel, { ...options, fs: fs.right }).pipe(
+    // ssh2's channel copies each write into its packets before it calls back
+    yield* serve(channel, channel, { ...options, fs: fs.right, outputCopiesWrites: true }).pipe(
       Effect.matchCauseEffect({
         onSuccess: () =>
           Effect.sync(() => {

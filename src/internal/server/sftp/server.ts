@@ -23,6 +23,7 @@ import * as FiberSet from "effect/FiberSet"
 import type { Readable, Writable } from "node:stream"
 import type { DirectoryEntry, FileAttributes, OpenFlags, SandboxFileSystem } from "../../../Sandbox.js"
 import type { SandboxError } from "../../../SshError.js"
+import * as ReadBuffers from "../../readBuffers.js"
 import {
   DEFAULT_MAX_HANDLES,
   DEFAULT_MAX_IN_FLIGHT,
@@ -86,6 +87,11 @@ export interface SftpServerOptions {
   readonly maxInFlight?: number | undefined
   /** Default 1024. */
   readonly maxHandles?: number | undefined
+  /**
+   * The output has no use for a chunk's bytes once it called back for it (an ssh2 channel copies
+   * them into its packets): file bytes lent for DATA replies are then reused. Default false.
+   */
+  readonly outputCopiesWrites?: boolean | undefined
 }
 
 /** A reply: one packet, or a DATA header followed by the data as the sandbox returned it. */
@@ -176,7 +182,17 @@ class Output {
 
   private write(bytes: Uint8Array): void {
     const length = bytes.length
-    this.output.write(bytes, () => this.taken(length))
+    this.output.write(bytes, () => {
+      this.taken(length)
+      if (this.copiesWrites) ReadBuffers.giveBack(bytes)
+    })
+  }
+
+  /** Merges small replies into one write; their own buffers are free once copied. */
+  private writeMerged(small: ReadonlyArray<Uint8Array>, bytes: number): void {
+    if (small.length === 1) return this.write(small[0]!)
+    this.write(Buffer.concat(small, bytes))
+    for (const reply of small) ReadBuffers.giveBack(reply)
   }
 
   private readonly flush = () => {
@@ -190,7 +206,7 @@ class Output {
     this.output.cork()
     for (const bytes of queue) {
       if (bytes.length >= SMALL_REPLY) {
-        if (small.length > 0) this.write(small.length === 1 ? small[0]! : Buffer.concat(small, smallBytes))
+        if (small.length > 0) this.writeMerged(small, smallBytes)
         small = []
         smallBytes = 0
         this.write(bytes)
@@ -199,11 +215,16 @@ class Output {
         smallBytes += bytes.length
       }
     }
-    if (small.length > 0) this.write(small.length === 1 ? small[0]! : Buffer.concat(small, smallBytes))
+    if (small.length > 0) this.writeMerged(small, smallBytes)
     this.output.uncork()
   }
 
-  constructor(private readonly output: Writable) {
+  /**
+   * `copiesWrites`: the output is done with a chunk's bytes when it calls back (an ssh2 channel,
+   * which copies them into its packets), so file bytes lent by `ReadBuffers` go back to the pool
+   * then. Not for streams that may keep a chunk after that (a `PassThrough` pushes it on).
+   */
+  constructor(private readonly output: Writable, private readonly copiesWrites: boolean) {
     output.on("close", this.onClose)
     output.on("error", this.onClose)
   }
@@ -252,7 +273,7 @@ export const serve = (
     // Registered first, so it runs after the request fibers below have been interrupted.
     yield* Effect.addFinalizer(() => handles.closeAll)
     const out = yield* Effect.acquireRelease(
-      Effect.sync(() => new Output(output)),
+      Effect.sync(() => new Output(output, options.outputCopiesWrites === true)),
       (o) => Effect.sync(() => o.dispose())
     )
     const fibers = yield* FiberSet.make<void>()
