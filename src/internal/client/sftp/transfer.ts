@@ -12,6 +12,7 @@ import * as Option from "effect/Option"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import type { SftpError } from "../../../SshError.js"
+import * as Prefault from "./prefault.js"
 import { readView } from "./readView.js"
 import { MAX_IN_FLIGHT, type Session } from "./session.js"
 
@@ -40,9 +41,12 @@ export const readInto = (
     let eofAt = target.length
     let done = false
     const retries: Array<readonly [number, number]> = []
+    // a big buffer is faulted in ahead of the replies, in the threadpool (prefault.ts)
+    const faults = target.length >= Prefault.MIN_BYTES ? Prefault.make(target, () => done || pump()) : undefined
     const finish = (effect: Effect.Effect<number, SftpError>) => {
       if (done) return
       done = true
+      faults?.stop()
       resume(effect)
     }
     const issue = (start: number, length: number) => {
@@ -62,6 +66,7 @@ export const readInto = (
       if (reason !== undefined) {
         return finish(Effect.fail(session.error(new Error("the SFTP channel is closed"), "read", path)))
       }
+      const writable = faults === undefined ? target.length : faults.limit(next)
       while (inFlight < MAX_IN_FLIGHT) {
         const retry = retries.pop()
         if (retry !== undefined) {
@@ -70,15 +75,17 @@ export const readInto = (
         }
         if (next >= eofAt) break
         const length = Math.min(chunk, eofAt - next)
+        if (next + length > writable) break // its pages are still being faulted in
         issue(next, length)
         next += length
       }
-      if (inFlight === 0) finish(Effect.succeed(eofAt))
+      if (inFlight === 0 && next >= eofAt) finish(Effect.succeed(eofAt))
     }
     if (target.length === 0) return resume(Effect.succeed(0))
     pump()
     return Effect.sync(() => {
       done = true
+      faults?.stop()
     })
   })
 
