@@ -18,6 +18,7 @@ import type { AuthorizedKeys, SshKeys } from "../../SshKeys.js"
 import type { ListenOptions, ServerOptions, SshServer } from "../../SshServer.js"
 import { defaultAuthorizedKeysPath, defaultHostKeyPath } from "../home.js"
 import { DEFAULT_INACTIVITY_TIMEOUT, validTimeout, validUser } from "../options.js"
+import * as PacketBuffers from "../transport/packetBuffers.js"
 import { stdioDuplex } from "../transport/stdio.js"
 import { authorizeKey } from "./authorization.js"
 import { makeSsh2Server, serveTransport } from "./connection.js"
@@ -110,6 +111,7 @@ export const prepareServer = (
             const tcp = net.createServer((socket) => {
               // ssh2 leaves Nagle on, which costs ~40 ms per exchange (FACTS.md).
               socket.setNoDelay(true)
+              PacketBuffers.recycleOn(socket)
               runFork(
                 serve(socket, { remoteAddress: socket.remoteAddress }).pipe(
                   Effect.catchAll((error) => Effect.logDebug("connection ended", error.message)),

@@ -19,6 +19,7 @@
 import { randomFillSync } from "node:crypto"
 // ssh2's own module instance (the CLI bundles include it as one module with ssh2)
 import ssh2CryptoModule from "ssh2/lib/protocol/crypto.js"
+import * as PacketBuffers from "./packetBuffers.js"
 
 interface CipherInfo {
   readonly sslName: string
@@ -60,7 +61,7 @@ const allocPacketWith = (block: number, authLength: number) =>
     let padding = block - ((packetLength - 4) & (block - 1))
     if (padding < 4) padding += block
     packetLength += padding
-    const packet = Buffer.allocUnsafe(packetLength + authLength)
+    const packet = PacketBuffers.allocate(packetLength + authLength)
     packet.writeUInt32BE(packetLength - 4, 0)
     packet[4] = padding
     fillPadding(packet, 5 + payloadLength, padding)

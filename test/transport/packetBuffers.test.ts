@@ -1,0 +1,96 @@
+/**
+ * Packet buffers reused once a TCP socket has taken them (`src/internal/transport/packetBuffers.ts`),
+ * over a real loopback connection: what is reused, what is not, and that the peer gets every
+ * packet as written even when its buffer was refilled for the next one.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import { randomBytes } from "node:crypto"
+import * as Net from "node:net"
+import * as PacketBuffers from "../../src/internal/transport/packetBuffers.js"
+import { waitUntil } from "../local/support.js"
+
+/** A connected pair of loopback sockets; `received` collects what the server side reads. */
+const socketPair = Effect.acquireRelease(
+  Effect.async<{ client: Net.Socket; server: Net.Socket; received: Array<Buffer>; close: () => void }>((resume) => {
+    const received: Array<Buffer> = []
+    let client: Net.Socket
+    let server: Net.Socket | undefined
+    let clientUp = false
+    const connected = () => {
+      if (server === undefined || !clientUp) return
+      const close = () => {
+        client.destroy()
+        server!.destroy()
+        listener.close()
+      }
+      resume(Effect.succeed({ client, server, received, close }))
+    }
+    const listener = Net.createServer((accepted) => {
+      accepted.on("data", (chunk: Buffer) => received.push(chunk))
+      server = accepted
+      connected()
+    })
+    listener.listen(0, "127.0.0.1", () => {
+      // resumed once connected on both sides: a write while connecting waits in the socket
+      client = Net.connect((listener.address() as Net.AddressInfo).port, "127.0.0.1", () => {
+        clientUp = true
+        connected()
+      })
+    })
+  }),
+  (pair) => Effect.sync(() => pair.close())
+)
+
+describe("PacketBuffers", () => {
+  it("small packets and oversized ones are plain buffers; large ones come from the pool", () => {
+    const small = PacketBuffers.allocate(100)
+    assert.strictEqual(small.length, 100)
+    const large = PacketBuffers.allocate(32 * 1024 + 60)
+    assert.strictEqual(large.length, 32 * 1024 + 60)
+    assert.strictEqual(large.byteOffset, 0)
+    assert.strictEqual(PacketBuffers.allocate(40 * 1024).length, 40 * 1024)
+  })
+
+  it.scopedLive("a packet the socket wrote at once is reused; the peer gets every packet as written", () =>
+    Effect.gen(function*() {
+      const { client, received } = yield* socketPair
+      PacketBuffers.recycleOn(client)
+      PacketBuffers.recycleOn(client) // idempotent
+      const sent: Array<Buffer> = []
+      const reusedBefore = PacketBuffers.stats().reused
+      for (let i = 0; i < 50; i++) {
+        const packet = PacketBuffers.allocate(32 * 1024)
+        randomBytes(packet.length).copy(packet)
+        sent.push(Buffer.from(packet))
+        client.write(packet)
+        // let the peer read, so that the socket's kernel buffer never fills
+        yield* waitUntil(() => Buffer.concat(received).length === (i + 1) * 32 * 1024, "the packet at the peer")
+      }
+      assert.isTrue(Buffer.concat(received).equals(Buffer.concat(sent)))
+      // one buffer went round: every packet after the first was the one before it, refilled
+      assert.isAtLeast(PacketBuffers.stats().reused - reusedBefore, 49)
+    }))
+
+  it.scopedLive("a packet the socket had to keep, or written to another socket, is not reused", () =>
+    Effect.gen(function*() {
+      const { client, received, server } = yield* socketPair
+      PacketBuffers.recycleOn(client)
+      const kept = PacketBuffers.allocate(32 * 1024)
+      kept.fill(7)
+      const other = PacketBuffers.allocate(32 * 1024)
+      other.fill(9)
+      const pooled = PacketBuffers.stats().pooled
+      // corked: the write waits in the socket, which keeps the buffer
+      client.cork()
+      client.write(kept)
+      assert.isAbove(client.writableLength, 0)
+      assert.strictEqual(PacketBuffers.stats().pooled, pooled)
+      client.uncork()
+      // a socket that does not recycle
+      server.write(other)
+      assert.strictEqual(PacketBuffers.stats().pooled, pooled)
+      yield* waitUntil(() => Buffer.concat(received).length === 32 * 1024, "the corked packet at the peer")
+      assert.isTrue(Buffer.concat(received).equals(Buffer.alloc(32 * 1024, 7)))
+    }))
+})
