@@ -10,11 +10,13 @@
  * (`scratchpad/sftp/memget.ts`). `readStream` itself and the memory figures did not move beyond
  * the noise.
  *
- * A reader takes a slab, cuts it into `part`s (one per request of a batched read) and `seal`s it.
- * Whoever receives a part hands it back with `giveBack` once nothing refers to its bytes; the slab
- * returns to the pool when every part of it is back. A part that is never handed back (an error
- * path, or a caller that keeps the bytes) leaves its slab to the garbage collector, as before:
- * only a hand-back makes bytes reusable, so a caller that keeps them is never surprised.
+ * A read `reserve`s its bytes in the current slab (slabs are cut in turn, so 32 KiB reads share
+ * one), cuts `part`s from them (one per request of a batched read) and `release`s its reservation.
+ * Whoever receives a part hands it back with `giveBack` once nothing refers to its bytes. A slab
+ * returns to the pool once it is full (another one is current) and every reservation and part of
+ * it is back. A part that is never handed back (an error path, or a caller that keeps the bytes)
+ * leaves its slab to the garbage collector, as before: only a hand-back makes bytes reusable, so a
+ * caller that keeps them is never surprised.
  *
  * @internal
  */
@@ -23,64 +25,86 @@
 export const SLAB_BYTES = 1024 * 1024
 
 /**
- * Slabs kept for reuse. An SFTP session holds at most 4 MiB of replies (`OUTPUT_LIMIT`) plus the
- * reads being done, so 8 cover one transfer at full speed; past that the pool allocates. The
- * pool keeps them for the life of the process: 8 MiB at most.
+ * Slabs kept for reuse. An SFTP session holds at most 4 MiB of replies (`OUTPUT_LIMIT`) plus 8
+ * reads (`READS_AT_ONCE`), and a slab comes back only with its last part, so an OpenSSH `get` kept
+ * 15–18 slabs busy; with 8 kept it still allocated ~50 per GiB, with 12 those 15–18. Past that the
+ * pool allocates. It keeps them for the life of the process: 12 MiB at most.
  */
-const POOL_SLABS = 8
+const POOL_SLABS = 12
+
+interface Slab {
+  readonly buffer: Buffer
+  /** Reservations and parts not yet back. */
+  outstanding: number
+  /** No longer the current slab: nothing more is reserved in it. */
+  full: boolean
+}
 
 /** @internal */
-export interface Slab {
+export interface Reservation {
+  readonly slab: Slab
+  /** The reserved bytes. */
   readonly buffer: Buffer
-  /** Parts handed out and not yet back. */
-  outstanding: number
-  sealed: boolean
 }
 
 const pool: Array<Buffer> = []
 const owners = new WeakMap<Uint8Array, Slab>()
+let current: Slab | undefined = undefined
+let used = 0
 let reused = 0
 
+const settle = (slab: Slab) => {
+  if (slab.full && slab.outstanding === 0 && pool.length < POOL_SLABS) pool.push(slab.buffer)
+}
+
 /**
- * A slab of `SLAB_BYTES`, from the pool when one is free.
+ * `size` bytes (at most `SLAB_BYTES`) in the current slab, or in a new one (from the pool when one
+ * is free) when they do not fit.
  *
  * @internal
  */
-export const take = (): Slab => {
-  const buffer = pool.pop()
-  if (buffer !== undefined) reused++
-  return { buffer: buffer ?? Buffer.allocUnsafeSlow(SLAB_BYTES), outstanding: 0, sealed: false }
-}
-
-const settle = (slab: Slab) => {
-  if (slab.sealed && slab.outstanding === 0 && pool.length < POOL_SLABS) pool.push(slab.buffer)
+export const reserve = (size: number): Reservation => {
+  if (current === undefined || used + size > SLAB_BYTES) {
+    if (current !== undefined) {
+      current.full = true
+      settle(current)
+    }
+    const buffer = pool.pop()
+    if (buffer !== undefined) reused++
+    current = { buffer: buffer ?? Buffer.allocUnsafeSlow(SLAB_BYTES), outstanding: 0, full: false }
+    used = 0
+  }
+  const reservation = { slab: current, buffer: current.buffer.subarray(used, used + size) }
+  used += size
+  current.outstanding++
+  return reservation
 }
 
 const empty = Buffer.alloc(0)
 
 /**
- * The bytes `[start, end)` of `slab` as a buffer of their own identity, for `giveBack`. An empty
- * range (a read past the end of the file) is no part: nobody sends it, so nobody would hand it back.
+ * The bytes `[start, end)` of a reservation as a buffer of their own identity, for `giveBack`. An
+ * empty range (a read past the end of the file) is no part: nobody sends it, so nobody would hand
+ * it back.
  *
  * @internal
  */
-export const part = (slab: Slab, start: number, end: number): Buffer => {
+export const part = (reservation: Reservation, start: number, end: number): Buffer => {
   if (end <= start) return empty
-  const bytes = slab.buffer.subarray(start, end)
-  slab.outstanding++
-  owners.set(bytes, slab)
+  const bytes = reservation.buffer.subarray(start, end)
+  reservation.slab.outstanding++
+  owners.set(bytes, reservation.slab)
   return bytes
 }
 
 /**
- * No more parts will be cut from `slab`; it returns to the pool once they are all back (at once
- * if there are none).
+ * The reader is done with its reservation (its parts are cut).
  *
  * @internal
  */
-export const seal = (slab: Slab): void => {
-  slab.sealed = true
-  settle(slab)
+export const release = (reservation: Reservation): void => {
+  reservation.slab.outstanding--
+  settle(reservation.slab)
 }
 
 /**
@@ -97,7 +121,7 @@ export const giveBack = (bytes: Uint8Array): void => {
 }
 
 /**
- * Slabs in the pool, and how many `take`s the pool has served (for tests).
+ * Slabs in the pool, and how many new slabs the pool has served (for tests).
  *
  * @internal
  */

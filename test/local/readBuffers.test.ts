@@ -18,37 +18,47 @@ import { attrs, init, ReplyParser, request, str, T, u32, u64 } from "../support/
 import { waitUntil } from "./support.js"
 import { hasBwrap } from "./support.js"
 
+const { SLAB_BYTES } = ReadBuffers
+
 describe("ReadBuffers", () => {
-  it("a slab returns to the pool once sealed and every part is back, not before", () => {
+  it("reads share the current slab, each in bytes of its own", () => {
+    ReadBuffers.reserve(SLAB_BYTES) // fills a slab: the next reads start a fresh one
+    const a = ReadBuffers.reserve(100)
+    const b = ReadBuffers.reserve(200)
+    assert.strictEqual(a.buffer.buffer, b.buffer.buffer)
+    assert.strictEqual(b.buffer.byteOffset, a.buffer.byteOffset + 100)
+    assert.strictEqual(b.buffer.length, 200)
+    // what does not fit goes to another slab
+    const c = ReadBuffers.reserve(SLAB_BYTES - 200)
+    assert.notStrictEqual(c.buffer.buffer, a.buffer.buffer)
+  })
+
+  it("a full slab returns to the pool once its reservation and every part are back, not before", () => {
+    const read = ReadBuffers.reserve(SLAB_BYTES)
+    const a = ReadBuffers.part(read, 0, 10)
+    const b = ReadBuffers.part(read, 10, 20)
+    assert.strictEqual(ReadBuffers.part(read, 20, 20).length, 0, "an empty range is no part")
+    ReadBuffers.release(read)
+    ReadBuffers.reserve(1) // the slab is full now
     const before = ReadBuffers.stats().pooled
-    const slab = ReadBuffers.take()
-    const a = ReadBuffers.part(slab, 0, 10)
-    const b = ReadBuffers.part(slab, 10, 20)
     ReadBuffers.giveBack(a)
     ReadBuffers.giveBack(a) // twice: ignored
     ReadBuffers.giveBack(Buffer.from(b)) // a copy is not the part
     assert.strictEqual(ReadBuffers.stats().pooled, before)
     ReadBuffers.giveBack(b)
-    assert.strictEqual(ReadBuffers.stats().pooled, before, "not sealed yet: more parts may be cut")
-    ReadBuffers.seal(slab)
     assert.strictEqual(ReadBuffers.stats().pooled, before + 1)
-    // the next slab is that one
-    assert.strictEqual(ReadBuffers.take().buffer, slab.buffer)
   })
 
-  it("a slab with a part never handed back stays out of the pool", () => {
+  it("a slab with a part never handed back, or a reservation not released, stays out of the pool", () => {
+    const kept = ReadBuffers.reserve(SLAB_BYTES)
+    ReadBuffers.part(kept, 0, 100)
+    ReadBuffers.release(kept)
+    const unreleased = ReadBuffers.reserve(SLAB_BYTES)
     const before = ReadBuffers.stats().pooled
-    const slab = ReadBuffers.take()
-    ReadBuffers.part(slab, 0, 100)
-    const kept = ReadBuffers.part(slab, 100, 200)
-    ReadBuffers.seal(slab)
-    ReadBuffers.giveBack(kept)
-    assert.strictEqual(ReadBuffers.stats().pooled, before)
-    // a slab whose only range is empty (a read past the end of the file) returns when sealed
-    const past = ReadBuffers.take()
-    assert.strictEqual(ReadBuffers.part(past, 0, 0).length, 0)
-    ReadBuffers.seal(past)
-    assert.strictEqual(ReadBuffers.stats().pooled, before + 1)
+    ReadBuffers.reserve(SLAB_BYTES)
+    ReadBuffers.reserve(SLAB_BYTES)
+    assert.strictEqual(ReadBuffers.stats().pooled, Math.max(0, before - 2))
+    assert.isDefined(unreleased)
   })
 })
 
@@ -60,10 +70,10 @@ const lendingFs = (fs: SandboxFileSystem): SandboxFileSystem => ({
       ...file,
       read: (offset, length) =>
         Effect.map(file.read(offset, length), (bytes) => {
-          const slab = ReadBuffers.take()
-          slab.buffer.set(bytes)
-          const part = ReadBuffers.part(slab, 0, bytes.length)
-          ReadBuffers.seal(slab)
+          const lent = ReadBuffers.reserve(bytes.length)
+          lent.buffer.set(bytes)
+          const part = ReadBuffers.part(lent, 0, bytes.length)
+          ReadBuffers.release(lent)
           return part
         })
     }))
@@ -92,15 +102,17 @@ describe("the SFTP server hands lent bytes back", () => {
       input.write(request(T.OPEN, 1, str("/f"), u32(1), attrs()))
       yield* waitUntil(() => parser.replies.some((r) => r.id === 1), "the HANDLE reply")
       const handle = parser.replies.find((r) => r.id === 1)!.fields.bytes()
-      while (ReadBuffers.stats().pooled > 0) ReadBuffers.take() // the read's slab is then the only one
+      // empty the pool (slabs reserved whole and never released)
+      while (ReadBuffers.stats().pooled > 0) ReadBuffers.reserve(SLAB_BYTES)
       input.write(request(T.READ, 2, str(handle), u64(0), u32(100_000)))
       yield* waitUntil(() => held.length === 1, "the DATA reply")
       yield* Effect.sleep(20)
-      assert.strictEqual(ReadBuffers.stats().pooled, 0, "back in the pool while the output still holds it")
+      ReadBuffers.reserve(SLAB_BYTES) // the read's slab is full now: only its part holds it
+      assert.strictEqual(ReadBuffers.stats().pooled, 0, "not in the pool while the output holds its bytes")
       const { callback, chunk } = held[0]!
       assert.isTrue(chunk.equals(content))
       callback()
-      assert.strictEqual(ReadBuffers.stats().pooled, 1)
+      assert.strictEqual(ReadBuffers.stats().pooled, 1, "in the pool once the output called back")
     }))
 })
 

@@ -169,8 +169,8 @@ export const make = (fd: number, path: string): DirectFile => {
     let total = 0
     for (const request of run) total += request.length
     // the bytes of a read usually go straight out (SFTP DATA) and come back (ReadBuffers.giveBack)
-    const slab = total <= ReadBuffers.SLAB_BYTES ? ReadBuffers.take() : undefined
-    const buffer = slab?.buffer ?? Buffer.allocUnsafe(total)
+    const lent = total <= ReadBuffers.SLAB_BYTES ? ReadBuffers.reserve(total) : undefined
+    const buffer = lent?.buffer ?? Buffer.allocUnsafe(total)
     reading = true
     Fs.read(fd, buffer, 0, total, run[0]!.offset, (error, bytesRead) => {
       reading = false
@@ -181,11 +181,11 @@ export const make = (fd: number, path: string): DirectFile => {
         } else {
           // a short read of a regular file is its end: what lies beyond reads as nothing
           const end = Math.min(start + request.length, Math.max(start, bytesRead))
-          request.done(Effect.succeed(slab ? ReadBuffers.part(slab, start, end) : buffer.subarray(start, end)))
+          request.done(Effect.succeed(lent ? ReadBuffers.part(lent, start, end) : buffer.subarray(start, end)))
         }
         start += request.length
       }
-      if (slab) ReadBuffers.seal(slab)
+      if (lent) ReadBuffers.release(lent)
       flushReads()
     })
   }

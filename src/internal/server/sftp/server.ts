@@ -144,6 +144,15 @@ const SMALL_REPLY = 16 * 1024
 const OUTPUT_LIMIT = 4 * 1024 * 1024
 
 /**
+ * File reads under way at once, for DATA replies. A read starts only while the output is below
+ * its limit, so a session holds at most `OUTPUT_LIMIT` plus this many reads of file bytes (~6 MiB),
+ * whatever the client keeps outstanding: OpenSSH's `sftp get` keeps 64 requests of 255 KiB out,
+ * which had the server hold 16–20 MiB per session. Adjacent reads of a file are still done as one
+ * (`directFile.ts`).
+ */
+const READS_AT_ONCE = 8
+
+/**
  * Replies on their way out. Replies produced in the same turn of the event loop go out together
  * (small ones merged into one buffer), as OpenSSH's output queue does: one write to the channel
  * or pipe instead of one per reply.
@@ -244,6 +253,13 @@ class Output {
   }
 
   readonly ready: Effect.Effect<void> = this.belowLimit.await
+
+  private readonly readers = Effect.unsafeMakeSemaphore(READS_AT_ONCE)
+
+  /** Runs a read whose bytes become a reply once the output has room, `READS_AT_ONCE` at a time. */
+  reading<A, E>(read: Effect.Effect<A, E>): Effect.Effect<A, E> {
+    return Effect.zipRight(this.ready, this.readers.withPermits(1)(read))
+  }
   readonly flushed: Effect.Effect<void> = this.idle.await
 
   dispose(): void {
@@ -379,7 +395,8 @@ export const serve = (
       // past any file there can be (as lseek + read past the end: end of file)
       if (!Number.isSafeInteger(offset)) return Effect.fail(new Status(FX.EOF))
       const wanted = Math.min(length, MAX_DATA_LENGTH)
-      return onHandle(handle, { _tag: "Read", start: offset, end: offset + wanted }, handle.file.read(offset, wanted))
+      const access = { _tag: "Read", start: offset, end: offset + wanted } as const
+      return onHandle(handle, access, out.reading(handle.file.read(offset, wanted)))
         .pipe(
           Effect.flatMap((data): Job =>
             data.length === 0
