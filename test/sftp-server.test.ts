@@ -9,6 +9,7 @@ import * as Fiber from "effect/Fiber"
 import { createHash, randomBytes } from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
+import { DEFAULT_MAX_IN_FLIGHT } from "../src/internal/sftpProtocol.js"
 import * as LocalSandbox from "../src/LocalSandbox.js"
 import * as MemorySandbox from "../src/MemorySandbox.js"
 import type { SandboxFile, SandboxFileSystem } from "../src/Sandbox.js"
@@ -595,7 +596,7 @@ describe("SFTP protocol, byte by byte", () => {
       assert.deepStrictEqual(order, [2, 3, 4, 5])
     }))
 
-  it.scopedLive("stops reading while 64 requests are in flight", () =>
+  it.scopedLive(`stops reading while ${DEFAULT_MAX_IN_FLIGHT} requests are in flight`, () =>
     Effect.gen(function*() {
       const probe = instrumented(yield* memoryFs)
       const session = yield* startSession(probe.fs)
@@ -616,9 +617,9 @@ describe("SFTP protocol, byte by byte", () => {
         }
         next()
       }))
-      yield* waitUntil(() => probe.counters.stat === 64, "64 stats started")
+      yield* waitUntil(() => probe.counters.stat === DEFAULT_MAX_IN_FLIGHT, "a full set of stats started")
       yield* Effect.sleep(200)
-      assert.strictEqual(probe.counters.stat, 64, "no request beyond the bound started")
+      assert.strictEqual(probe.counters.stat, DEFAULT_MAX_IN_FLIGHT, "no request beyond the bound started")
       assert.isBelow(sent, 200, "the server stopped reading, so the client could not write more")
       probe.release()
       yield* Fiber.join(sender)

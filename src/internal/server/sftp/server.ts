@@ -83,7 +83,7 @@ export class SftpSessionError extends Data.TaggedError("SftpSessionError")<{
 /** @internal */
 export interface SftpServerOptions {
   readonly fs: SandboxFileSystem
-  /** Default 64. */
+  /** Default `DEFAULT_MAX_IN_FLIGHT` (32). */
   readonly maxInFlight?: number | undefined
   /** Default 1024. */
   readonly maxHandles?: number | undefined
