@@ -3,12 +3,11 @@
  * server's DATA replies, which ssh2 copies into its packets before it calls back.
  *
  * A fresh buffer per read was a third of what a download allocated (with ssh2's packets on each
- * side). V8 starts a full collection by the bytes of ArrayBuffers allocated since the last one,
- * so each of those megabytes brought the next full GC nearer. Measured here: 85 full GCs per GiB
- * of `readStream` before, 65–74 with the pool; OpenSSH `sftp get` from our listener 243, 244 and
- * 252 MiB/s against 225, 223 and 218 without it, in alternating runs
- * (`scratchpad/sftp/memget.ts`). `readStream` itself and the memory figures did not move beyond
- * the noise.
+ * side). V8 starts a full collection by the bytes of ArrayBuffers allocated since the last one, so
+ * each of those megabytes brought the next full GC nearer, and the process grew by the garbage
+ * waiting for it. Measured here (`scratchpad/sftp/memcoldget.ts`, a fresh process, OpenSSH `sftp
+ * get` of 1 GiB from our listener): +68–69 MiB at 328–415 MiB/s before; +27–40 MiB at 561–585
+ * MiB/s with this pool, the read gate of `server.ts` and `packetBuffers.ts` together.
  *
  * A read `reserve`s its bytes in the current slab (slabs are cut in turn, so 32 KiB reads share
  * one), cuts `part`s from them (one per request of a batched read) and `release`s its reservation.
