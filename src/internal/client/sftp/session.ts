@@ -13,6 +13,7 @@ import type * as ssh2 from "ssh2"
 import { ChannelError, ConnectionError, SftpError, type SftpErrorReason, type SshError } from "../../../SshError.js"
 import type { ClientState } from "../process.js"
 import { fromSsh2Error } from "./attributes.js"
+import * as DataViews from "./dataViews.js"
 
 /**
  * Requests of one transfer in flight at once. With requests of the server's size (255 KiB from our
@@ -131,6 +132,8 @@ export const openSession = (state: ClientState): Effect.Effect<Session, SshError
 
 const makeSession = (sftp: ssh2.SFTPWrapper, state: ClientState): Session => {
   const internals = sftp as unknown as Internals
+  // streams get their replies' bytes without a copy (dataViews.ts)
+  DataViews.install(sftp)
   let closed = false
   let lost: string | undefined = undefined
   const handles = new Set<Buffer>()

@@ -12,11 +12,9 @@ import * as Option from "effect/Option"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import type { SftpError } from "../../../SshError.js"
+import { readViews } from "./dataViews.js"
 import * as Prefault from "./prefault.js"
-import { readView } from "./readView.js"
 import { MAX_IN_FLIGHT, type Session } from "./session.js"
-
-const empty = Buffer.alloc(0)
 
 const asBuffer = (data: Uint8Array): Buffer =>
   Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
@@ -150,13 +148,15 @@ interface PendingRead {
   readonly length: number
   done: boolean
   error: unknown
-  data: Buffer
+  data: ReadonlyArray<Buffer>
+  bytes: number
   wake: (() => void) | undefined
 }
 
 /**
  * The bytes of an open file from `offset` (to `end`, or to the end of file) as a stream, reading
- * ahead with up to `MAX_IN_FLIGHT` requests. Emits chunks in file order, one per reply.
+ * ahead with up to `MAX_IN_FLIGHT` requests. Emits chunks in file order: the bytes of each reply as
+ * they arrived, views of the packets that carried them (`dataViews.ts`).
  *
  * @internal
  */
@@ -172,11 +172,20 @@ export const streamHandle = (
     let next = options.offset
     let eof = false
     const issue = (offset: number, length: number): PendingRead => {
-      const pending: PendingRead = { offset, length, done: false, error: undefined, data: empty, wake: undefined }
-      readView(session.sftp, handle, offset, length, (error, data) => {
+      const pending: PendingRead = {
+        offset,
+        length,
+        done: false,
+        error: undefined,
+        data: [],
+        bytes: 0,
+        wake: undefined
+      }
+      readViews(session.sftp, handle, offset, length, (error, data) => {
         pending.done = true
         pending.error = error
         pending.data = data
+        for (const view of data) pending.bytes += view.length
         const wake = pending.wake
         pending.wake = undefined
         wake?.()
@@ -211,14 +220,14 @@ export const streamHandle = (
       return Effect.flatMap(settled(head), () => {
         queue.shift()
         if (head.error) return Effect.fail(Option.some(session.error(head.error, "read", path)))
-        const bytes = head.data.length
+        const bytes = head.bytes
         if (bytes === 0) {
           eof = true
           queue.length = 0
           return Effect.fail(Option.none())
         }
         if (bytes < head.length) queue.unshift(issue(head.offset + bytes, head.length - bytes))
-        return Effect.succeed(Chunk.of(head.data))
+        return Effect.succeed(Chunk.unsafeFromArray<Uint8Array>(head.data))
       })
     })
     return Stream.repeatEffectChunkOption(pull)
