@@ -184,8 +184,9 @@ export interface ReadStreamOptions {
   /** Read at most this many bytes. Default: to the end of the file. */
   readonly length?: number | undefined
   /**
-   * Bytes per request and per emitted chunk. Default and maximum: the largest read the server
-   * accepts (its `limits@openssh.com`, else ~31 KiB).
+   * Bytes per request, and the most an emitted chunk holds (a reply is emitted as the pieces it
+   * arrived in, without a copy). Default and maximum: the largest read the server accepts (its
+   * `limits@openssh.com`, else ~31 KiB).
    */
   readonly chunkSize?: number | undefined
 }
