@@ -149,7 +149,6 @@ interface PendingRead {
   done: boolean
   error: unknown
   data: ReadonlyArray<Buffer>
-  bytes: number
   wake: (() => void) | undefined
 }
 
@@ -178,14 +177,12 @@ export const streamHandle = (
         done: false,
         error: undefined,
         data: [],
-        bytes: 0,
         wake: undefined
       }
       readViews(session.sftp, handle, offset, length, (error, data) => {
         pending.done = true
         pending.error = error
         pending.data = data
-        for (const view of data) pending.bytes += view.length
         const wake = pending.wake
         pending.wake = undefined
         wake?.()
@@ -220,7 +217,8 @@ export const streamHandle = (
       return Effect.flatMap(settled(head), () => {
         queue.shift()
         if (head.error) return Effect.fail(Option.some(session.error(head.error, "read", path)))
-        const bytes = head.bytes
+        let bytes = 0
+        for (const view of head.data) bytes += view.length
         if (bytes === 0) {
           eof = true
           queue.length = 0
