@@ -20,7 +20,7 @@
  * @internal
  */
 
-/** A slab's size: the largest batched read (`directFile.ts`). */
+/** A slab's size, and so the most one batched read of `directFile.ts` moves. */
 export const SLAB_BYTES = 1024 * 1024
 
 /**

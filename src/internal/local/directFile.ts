@@ -111,8 +111,8 @@ export interface DirectFile {
   readonly dispose: () => void
 }
 
-/** The most one batched call moves, and the most requests it serves. */
-const MAX_BATCH_BYTES = 1024 * 1024
+/** The most one batched call moves (a batched read fills one lent slab), and the most requests it serves. */
+const MAX_BATCH_BYTES = ReadBuffers.SLAB_BYTES
 const MAX_BATCH_REQUESTS = 64
 
 interface PendingRead {
