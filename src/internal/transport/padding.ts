@@ -12,7 +12,8 @@
  * Installed once per process, and only where it checks out: for each cipher class, the new
  * `allocPacket` must give the same packet lengths and header bytes as ssh2's own for payload
  * lengths around every block boundary and a full 32 KiB one; otherwise (another ssh2 version,
- * another layout) that class keeps ssh2's own. Nothing else of ssh2 is touched.
+ * another layout) that class keeps ssh2's own. Nothing else of ssh2 is touched. The packet buffers
+ * themselves come from `packetBuffers.ts`, which reuses large ones on TCP sockets.
  *
  * @internal
  */
