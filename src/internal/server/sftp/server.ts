@@ -162,6 +162,7 @@ const READS_AT_ONCE = 8
  * bytes rather than the stream's `drain` (which waits for an empty buffer): the sandbox keeps
  * working while the transport drains, instead of the two taking turns. `flushed` waits until every
  * reply has been taken. A closed or failed output counts as flushed: nobody is listening any more.
+ * `reading` holds back the file reads that would add to the replies while there is no room.
  */
 class Output {
   private queue: Array<Uint8Array> = []
@@ -253,6 +254,7 @@ class Output {
   }
 
   readonly ready: Effect.Effect<void> = this.belowLimit.await
+  readonly flushed: Effect.Effect<void> = this.idle.await
 
   private readonly readers = Effect.unsafeMakeSemaphore(READS_AT_ONCE)
 
@@ -260,7 +262,6 @@ class Output {
   reading<A, E>(read: Effect.Effect<A, E>): Effect.Effect<A, E> {
     return Effect.zipRight(this.ready, this.readers.withPermits(1)(read))
   }
-  readonly flushed: Effect.Effect<void> = this.idle.await
 
   dispose(): void {
     this.output.removeListener("close", this.onClose)
