@@ -12,7 +12,6 @@ import * as Options from "@effect/cli/Options"
 import * as ValidationError from "@effect/cli/ValidationError"
 import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as NodeSink from "@effect/platform-node/NodeSink"
-import * as NodeStream from "@effect/platform-node/NodeStream"
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -25,6 +24,7 @@ import { checkTerminal } from "../internal/client/attach.js"
 import { shellQuote } from "../internal/client/commandExecutor.js"
 import { DEFAULT_DETACH_KEYS, parseDetachKeys } from "../internal/client/detachKeys.js"
 import { defaultAuthorizedKeysPath, defaultHostKeyPath, homeDirectory } from "../internal/home.js"
+import * as ReadableStream from "../internal/readableStream.js"
 import * as SandboxSsh from "../SandboxSsh.js"
 import { InvalidOptionError, KeyError } from "../SshError.js"
 import * as SshKeys from "../SshKeys.js"
@@ -120,7 +120,7 @@ const exec = Command.make(
       const proc = yield* client.spawn(line, { tty: options.tty, ...(size === undefined ? {} : { size }) })
       const stdin = process.stdin.isTTY && !options.tty
         ? Stream.run(Stream.empty, proc.stdin)
-        : Stream.run(NodeStream.fromReadable(() => process.stdin, (e) => e, { closeOnDone: false }), proc.stdin)
+        : Stream.run(ReadableStream.fromReadable(() => process.stdin, (e) => e, { closeOnDone: false }), proc.stdin)
       // With a terminal on both ends, keystrokes go to the remote one as they are typed (as ssh -t).
       if (options.tty && process.stdin.isTTY) {
         yield* Effect.acquireRelease(

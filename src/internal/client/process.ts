@@ -4,7 +4,6 @@
  *
  * @internal
  */
-import * as NodeStream from "@effect/platform-node/NodeStream"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -15,6 +14,7 @@ import { ProcessExit, type WindowSize } from "../../Sandbox.js"
 import type { ProcessOptions, SshProcess } from "../../SshClient.js"
 import type { ConnectionError } from "../../SshError.js"
 import { ChannelError, type SshError } from "../../SshError.js"
+import * as ReadableStream from "../readableStream.js"
 import { signalNumber } from "../signals.js"
 import { writableSink } from "../transport/writable.js"
 
@@ -150,8 +150,8 @@ export const startProcess = (
   Effect.gen(function*() {
     const { channel, exit } = yield* openExec(state, command, options)
     const readError = (cause: unknown): SshError => lost(state, `reading output of ${command}: ${String(cause)}`)
-    const stdout = NodeStream.fromReadable<SshError, Uint8Array>(() => channel, readError, { closeOnDone: false })
-    const stderr = NodeStream.fromReadable<SshError, Uint8Array>(() => channel.stderr, readError, {
+    const stdout = ReadableStream.fromReadable<SshError>(() => channel, readError, { closeOnDone: false })
+    const stderr = ReadableStream.fromReadable<SshError>(() => channel.stderr, readError, {
       closeOnDone: false
     })
     // Paced by the channel's window: a fast producer waits instead of filling memory.

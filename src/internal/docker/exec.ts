@@ -11,7 +11,6 @@
  *
  * @internal
  */
-import * as NodeStream from "@effect/platform-node/NodeStream"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -21,6 +20,7 @@ import type * as Net from "node:net"
 import type { PassThrough } from "node:stream"
 import { ProcessExit, type SandboxProcess, type SignalName, type WindowSize } from "../../Sandbox.js"
 import { SandboxError } from "../../SshError.js"
+import * as ReadableStream from "../readableStream.js"
 import { checkResize, notStartedProcess, stdinError, streamError } from "../sandboxProcess.js"
 import type { Engine } from "./engine.js"
 import * as Host from "./host.js"
@@ -327,8 +327,8 @@ export const spawn = (target: Target, options: ExecOptions): Effect.Effect<Sandb
       started._tag === "NotStarted" ? notStarted(started.message) : {
         pid: started.pid,
         stdin: Streams.inputSink(started.socket, stdinError, { tty: started.tty }),
-        stdout: NodeStream.fromReadable(() => started.stdout, streamError("process stdout")),
-        stderr: NodeStream.fromReadable(() => started.stderr, streamError("process stderr")),
+        stdout: ReadableStream.fromReadable(() => started.stdout, streamError("process stdout")),
+        stderr: ReadableStream.fromReadable(() => started.stderr, streamError("process stderr")),
         exit: started.exit,
         signal: started.signal,
         resize: started.resize

@@ -15,7 +15,6 @@
  * @internal
  */
 import * as NodeSink from "@effect/platform-node/NodeSink"
-import * as NodeStream from "@effect/platform-node/NodeStream"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Scope from "effect/Scope"
@@ -25,6 +24,7 @@ import * as Fs from "node:fs"
 import type * as Net from "node:net"
 import type { SandboxConnection } from "../../Sandbox.js"
 import { SandboxError, type SandboxErrorReason } from "../../SshError.js"
+import * as ReadableStream from "../readableStream.js"
 import { invalidPort } from "../sandboxConnection.js"
 import * as Streams from "./streams.js"
 
@@ -225,7 +225,7 @@ export const make = (
           input: NodeSink.fromWritable<SandboxError, Uint8Array>(() => socket, onError, { endOnDone: false }).pipe(
             Sink.mapEffect(() => Streams.halfClose(socket))
           ),
-          output: NodeStream.fromReadable(() => socket, onError)
+          output: ReadableStream.fromReadable(() => socket, onError)
         })))
       })
 

@@ -3,12 +3,12 @@
  *
  * @internal
  */
-import * as NodeStream from "@effect/platform-node/NodeStream"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import * as Net from "node:net"
 import type { SandboxConnection } from "../../Sandbox.js"
 import { SandboxError } from "../../SshError.js"
+import * as ReadableStream from "../readableStream.js"
 import { invalidPort } from "../sandboxConnection.js"
 import { fromNodeError } from "./errors.js"
 import { writableSink } from "./process.js"
@@ -45,7 +45,7 @@ export const connect = (host: string, port: number): Effect.Effect<SandboxConnec
     ).pipe(
       Effect.map((socket): SandboxConnection => ({
         input: writableSink(() => socket, onError),
-        output: NodeStream.fromReadable(() => socket, onError)
+        output: ReadableStream.fromReadable(() => socket, onError)
       }))
     )
   })

@@ -5,7 +5,6 @@
  *
  * @internal
  */
-import * as NodeStream from "@effect/platform-node/NodeStream"
 import type * as Chunk from "effect/Chunk"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
@@ -20,6 +19,7 @@ import { ProcessExit, type SandboxProcess, type SignalName, type WindowSize } fr
 import { SandboxError } from "../../SshError.js"
 import { withNodeStdio } from "../nodeStdio.js"
 import * as Procfs from "../procfs.js"
+import * as ReadableStream from "../readableStream.js"
 import { checkResize, notStartedProcess, stdinError, streamError } from "../sandboxProcess.js"
 import { signalNumber } from "../signals.js"
 import { writeChunk } from "../transport/writable.js"
@@ -259,8 +259,8 @@ const toSandboxProcess = (launch: Launch, running: Running): SandboxProcess => {
   return withNodeStdio({
     pid,
     stdin: writableSink(() => child.stdin!, stdinError),
-    stdout: NodeStream.fromReadable(() => child.stdout!, streamError("process stdout")),
-    stderr: NodeStream.fromReadable(() => child.stderr!, streamError("process stderr")),
+    stdout: ReadableStream.fromReadable(() => child.stdout!, streamError("process stdout")),
+    stderr: ReadableStream.fromReadable(() => child.stderr!, streamError("process stderr")),
     exit: Effect.map(Deferred.await(running.exit), (raw) => toProcessExit(raw, running.control.exit)),
     signal,
     resize

@@ -4,12 +4,12 @@
  *
  * @internal
  */
-import * as NodeStream from "@effect/platform-node/NodeStream"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import type * as ssh2 from "ssh2"
 import type { Sandbox } from "../../Sandbox.js"
 import { SandboxError } from "../../SshError.js"
+import * as ReadableStream from "../readableStream.js"
 import { writeChunk } from "../transport/writable.js"
 import { channelClosed } from "./channel.js"
 
@@ -30,7 +30,7 @@ export const handleDirectTcpip = (
     }
     const connection = connected.right
     const channel = accept()
-    const upstream = NodeStream.fromReadable<SandboxError, Uint8Array>(
+    const upstream = ReadableStream.fromReadable<SandboxError>(
       () => channel,
       (cause) => new SandboxError({ reason: "TransportFailed", operation: "channel read", cause }),
       { closeOnDone: false }

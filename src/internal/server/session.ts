@@ -4,7 +4,6 @@
  *
  * @internal
  */
-import * as NodeStream from "@effect/platform-node/NodeStream"
 import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -19,6 +18,7 @@ import type * as ssh2 from "ssh2"
 import type { ProcessExit, PtyOptions, SandboxProcess, SpawnOptions } from "../../Sandbox.js"
 import { SandboxError } from "../../SshError.js"
 import * as NodeStdio from "../nodeStdio.js"
+import * as ReadableStream from "../readableStream.js"
 import { exitSignalName } from "../signals.js"
 import { flushed, writeChunk } from "../transport/writable.js"
 import type { Authorization } from "./authorization.js"
@@ -127,7 +127,7 @@ const runProcess = (
         channel.resume()
         return Stream.run(Stream.empty, proc.stdin)
       }).pipe(Effect.ignore)
-      : NodeStream.fromReadable<SandboxError, Uint8Array>(() => channel, channelError("channel read"), {
+      : ReadableStream.fromReadable<SandboxError>(() => channel, channelError("channel read"), {
         closeOnDone: false
       }).pipe(
         Stream.tap(() => Effect.sync(touch)),

@@ -8,7 +8,6 @@
  * @internal
  */
 import * as NodeSink from "@effect/platform-node/NodeSink"
-import * as NodeStream from "@effect/platform-node/NodeStream"
 import { SystemError, type SystemErrorReason } from "@effect/platform/Error"
 import type * as PlatformError from "@effect/platform/Error"
 import * as Effect from "effect/Effect"
@@ -19,6 +18,7 @@ import * as LocalPath from "node:path"
 import * as PosixPath from "node:path/posix"
 import type { SftpClient, TransferOptions, TransferProgress, TransferSummary } from "../../../SftpClient.js"
 import type { SftpError } from "../../../SshError.js"
+import * as ReadableStream from "../../readableStream.js"
 import { replaceRemote, temporarySibling, viaTemporary } from "./atomic.js"
 
 type TransferError = SftpError | PlatformError.PlatformError
@@ -215,7 +215,7 @@ export const upload = (
       return viaTemporary({
         temporary: () => temporarySibling(target, PosixPath),
         write: (temporary) =>
-          NodeStream.fromReadable<PlatformError.PlatformError, Uint8Array>(
+          ReadableStream.fromReadable<PlatformError.PlatformError>(
             () => NFS.createReadStream(source, { highWaterMark: sftp.limits.maxWriteLength }),
             localError("readFile", source)
           ).pipe(
