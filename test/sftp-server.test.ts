@@ -4,8 +4,10 @@
  * extensions, ordering, bounds).
  */
 import { assert, describe, it } from "@effect/vitest"
+import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import * as Stream from "effect/Stream"
 import { createHash, randomBytes } from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
@@ -287,6 +289,33 @@ describe("SandboxSsh.openClient's SFTP (ssh2 client) against our server", () => 
       assert.strictEqual(Buffer.from(yield* sftp.read("blob")).toString(), "x")
       yield* sftp.close
       assert.strictEqual(probe.counters.closed, probe.counters.opened)
+    }))
+
+  it.scopedLive("reads whole files and streams exactly from a server that answers with less than asked", () =>
+    Effect.gen(function*() {
+      const sandbox = yield* MemorySandbox.make()
+      // a file whose reads return at most 1000 bytes, as a server may (SFTP v3 allows short DATA)
+      let shortReads = 0
+      const fs: SandboxFileSystem = {
+        ...sandbox.fs,
+        open: (path, flags, mode) =>
+          Effect.map(sandbox.fs.open(path, flags, mode), (file) => ({
+            ...file,
+            read: (offset, length) =>
+              Effect.map(file.read(offset, Math.min(length, 1000)), (bytes) => {
+                if (length > 1000 && bytes.length === 1000) shortReads++
+                return bytes
+              })
+          }))
+      }
+      const client = yield* SandboxSsh.make({ ...sandbox, fs }).openClient()
+      const sftp = yield* client.sftp()
+      const data = randomBytes(600 * 1024 + 7)
+      yield* sftp.write("short", data)
+      assert.strictEqual(sha256(yield* sftp.read("short")), sha256(data))
+      const streamed = yield* Stream.runCollect(sftp.readStream("short"))
+      assert.strictEqual(sha256(Buffer.concat(Chunk.toReadonlyArray(streamed))), sha256(data))
+      assert.isAbove(shortReads, 100, "the server answered short")
     }))
 })
 

@@ -1,8 +1,8 @@
 /**
  * DATA replies handed over as views of the bytes they arrived in. ssh2's SFTP parser reassembles a
  * reply that spans channel packets (every 255 KiB one does) in a fresh buffer: a copy of every byte
- * a stream reads, and as many bytes again of garbage ArrayBuffers, which V8 lets pile up for tens
- * of MiB before it collects them.
+ * read, and as many bytes again of garbage ArrayBuffers. Streams hand the views to their consumer;
+ * whole-file reads copy them once into the result.
  *
  * `install` puts a reader in front of the parser (`push`, which ssh2's channel calls with each
  * CHANNEL_DATA payload) that follows the packet framing. A DATA reply to a request sent by

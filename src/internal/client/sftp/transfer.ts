@@ -49,10 +49,18 @@ export const readInto = (
     }
     const issue = (start: number, length: number) => {
       inFlight++
-      session.sftp.read(handle, target, start, length, offset + start, (error, bytes) => {
+      // the reply as views of the packets that carried it (dataViews.ts), copied once into place
+      // rather than reassembled by ssh2 first: 3–10% faster in 3 runs of 8–12 alternating pairs
+      // (`scratchpad/sftp/readalt.ts`), and half the young-generation GCs
+      readViews(session.sftp, handle, offset + start, length, (error, views) => {
         inFlight--
         if (done) return
         if (error) return finish(Effect.fail(session.error(error, "read", path)))
+        let bytes = 0
+        for (const view of views) {
+          target.set(view, start + bytes)
+          bytes += view.length
+        }
         if (bytes === 0) eofAt = Math.min(eofAt, start)
         // A server may answer with less than asked without being at the end: ask for the rest.
         else if (bytes < length) retries.push([start + bytes, length - bytes])
