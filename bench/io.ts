@@ -364,18 +364,18 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
     // SFTP --------------------------------------------------------------------------------------
     yield* log(`SFTP ${io.sftpMib} MiB x ${io.rounds} rounds (${sftpIsolation})...`)
     const bytes = io.sftpMib * MiB
-    // Warm-up rounds move a small file: they only start code paths and sessions.
-    const warmBytes = Math.min(bytes, 16 * MiB)
+    // The warm-up round moves as much as a measured one. After a 16 MiB one (which only started
+    // code paths and sessions), our first measured transfers still ran while V8 was optimizing:
+    // OpenSSH put/get of 256 MiB through our listener went at 479–503/391–444 MiB/s with 526–636 ms
+    // of CPU, the next rounds at 542–656/534–675 with 350–476 ms (`scratchpad/sftp/benchlike.ts`,
+    // 2 runs). OpenSSH's C needs no warming; a JIT does.
     const src = path.join(work, "src.bin")
-    const warm = path.join(work, "warm.bin")
-    yield* fsTry("source files", () => {
-      for (const [file, size] of [[src, bytes], [warm, warmBytes]] as const) {
-        const fd = fs.openSync(file, "w", 0o600)
-        try {
-          for (let left = size; left > 0; left -= 8 * MiB) fs.writeSync(fd, randomBytes(Math.min(8 * MiB, left)))
-        } finally {
-          fs.closeSync(fd)
-        }
+    yield* fsTry("source file", () => {
+      const fd = fs.openSync(src, "w", 0o600)
+      try {
+        for (let left = bytes; left > 0; left -= 8 * MiB) fs.writeSync(fd, randomBytes(Math.min(8 * MiB, left)))
+      } finally {
+        fs.closeSync(fd)
       }
     })
     // The sessions (and serve --stdio's process) end with this section.
@@ -396,14 +396,13 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
         const local = path.join(work, `get-${name}.bin`)
         const once = (record: boolean) =>
           session._tag === "Left" ? Effect.void : Effect.gen(function*() {
-            const [from, size] = record ? [src, bytes] : [warm, warmBytes]
             yield* put.add(
-              session.right.command(`put ${from} ${remotePath(target)}`).pipe(Effect.zipLeft(expectSize(target, size))),
+              session.right.command(`put ${src} ${remotePath(target)}`).pipe(Effect.zipLeft(expectSize(target, bytes))),
               record
             )
             yield* fsTry("rm", () => fs.rmSync(target, { force: true }))
             yield* get.add(
-              session.right.command(`get ${remotePath(from)} ${local}`).pipe(Effect.zipLeft(expectSize(local, size))),
+              session.right.command(`get ${remotePath(src)} ${local}`).pipe(Effect.zipLeft(expectSize(local, bytes))),
               record
             )
             yield* fsTry("rm", () => fs.rmSync(local, { force: true }))
@@ -424,7 +423,7 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
       const msOf = (rate: number) => Effect.succeed((io.sftpMib / rate) * 1000)
       const sftpClientOnce = (record: boolean) =>
         client.add(
-          measureSftp({ mib: record ? io.sftpMib : warmBytes / MiB, rounds: 1, sandbox: sftpSandbox }).pipe(
+          measureSftp({ mib: io.sftpMib, rounds: 1, sandbox: sftpSandbox }).pipe(
             Effect.tap((r) =>
               Effect.gen(function*() {
                 requestBytes = `requests up to ${r.maxReadLength} B read / ${r.maxWriteLength} B write`
@@ -456,10 +455,7 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
           readStream: sftpRates.readStream.samples(),
           requestBytes
         }
-      yield* fsTry("rm", () => {
-        fs.rmSync(src, { force: true })
-        fs.rmSync(warm, { force: true })
-      })
+      yield* fsTry("rm", () => fs.rmSync(src, { force: true }))
       return { sftpAnchor, sftpClient, sftpListenerResult, sftpStdio }
     }))
 
@@ -476,13 +472,13 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
         const anchorDown = collector()
         const ms = <E, R>(effect: Effect.Effect<unknown, E, R>) => Effect.map(timed(effect), ([t]) => t)
         const cfg = q(anchor.sshConfig)
+        // the warm-up round as large as the others (see SFTP above)
         for (let round = 0; round <= io.rounds; round++) {
           const record = round > 0
-          const catBytes = record ? bytes : Math.min(bytes, 16 * MiB)
-          yield* anchorUp.add(sh(`head -c ${catBytes} /dev/zero | ssh -F ${cfg} anchor 'cat > /dev/null'`), record)
-          yield* oursUp.add(ms(catUp(c, catBytes)), record)
-          yield* anchorDown.add(sh(`exec ssh -F ${cfg} anchor 'head -c ${catBytes} /dev/zero' > /dev/null`), record)
-          yield* oursDown.add(ms(headDown(c, catBytes)), record)
+          yield* anchorUp.add(sh(`head -c ${bytes} /dev/zero | ssh -F ${cfg} anchor 'cat > /dev/null'`), record)
+          yield* oursUp.add(ms(catUp(c, bytes)), record)
+          yield* anchorDown.add(sh(`exec ssh -F ${cfg} anchor 'head -c ${bytes} /dev/zero' > /dev/null`), record)
+          yield* oursDown.add(ms(headDown(c, bytes)), record)
         }
         return {
           oursUp: oursUp.samples(),
