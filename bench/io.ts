@@ -418,12 +418,17 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
         return { once, result }
       })
       const client = collector()
+      // SftpClient's payload, made once for every round: made in each round, its 256 MiB allocation
+      // set off a run of full GCs (6–13 instead of 0–2) in whichever transfer came next, always
+      // `write` here (`scratchpad/sftp/wfirst.ts`: 393–489 MiB/s first, 545–611 after another).
+      // OpenSSH's side reads a file written once, too.
+      const clientData = randomBytes(bytes)
       const sftpRates = { write: collector(), read: collector(), writeSink: collector(), readStream: collector() }
       let requestBytes = ""
       const msOf = (rate: number) => Effect.succeed((io.sftpMib / rate) * 1000)
       const sftpClientOnce = (record: boolean) =>
         client.add(
-          measureSftp({ mib: io.sftpMib, rounds: 1, sandbox: sftpSandbox }).pipe(
+          measureSftp({ mib: io.sftpMib, rounds: 1, sandbox: sftpSandbox, data: clientData }).pipe(
             Effect.tap((r) =>
               Effect.gen(function*() {
                 requestBytes = `requests up to ${r.maxReadLength} B read / ${r.maxWriteLength} B write`
