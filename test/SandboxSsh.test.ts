@@ -1,5 +1,6 @@
 import * as Command from "@effect/platform/Command"
 import { assert, describe, it } from "@effect/vitest"
+import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
@@ -147,6 +148,24 @@ describe.each(isolations)("SandboxSsh on LocalSandbox (%s)", (isolation) => {
         ], { concurrency: "unbounded" })
         assert.strictEqual(output, "ABCDEF")
         assert.strictEqual(code, 0)
+      })
+    ))
+
+  it.live("a stdout nobody reads holds the command back: nothing piles up in the process", () =>
+    withClient((client) =>
+      Effect.gen(function*() {
+        const proc = yield* client.spawn("cat /dev/zero")
+        const pull = yield* Stream.toPull(proc.stdout)
+        yield* pull
+        const before = process.memoryUsage().arrayBuffers
+        // an endless producer at pipe speed: ~1 GB/s would pile up here if nothing held it back
+        yield* Effect.sleep("600 millis")
+        const grown = (process.memoryUsage().arrayBuffers - before) / (1024 * 1024)
+        assert.isBelow(grown, 64, `grew by ${grown.toFixed(1)} MiB while stdout was not read`)
+        // and it flows again once read
+        let more = 0
+        while (more < 16 * 1024 * 1024) more += Chunk.reduce(yield* pull, 0, (n, c) => n + c.length)
+        assert.isAtLeast(more, 16 * 1024 * 1024)
       })
     ))
 
