@@ -253,21 +253,22 @@ describe("OpenSSH sftp and scp over SSH", () => {
 
 // --- the in-process client ------------------------------------------------------------------------
 
+/** `fs` with every file it opens passed through `wrap`. */
+const withFiles = (fs: SandboxFileSystem, wrap: (file: SandboxFile) => SandboxFile): SandboxFileSystem => ({
+  ...fs,
+  open: (path, flags, mode) => Effect.map(fs.open(path, flags, mode), wrap)
+})
+
 describe("SandboxSsh.openClient's SFTP (ssh2 client) against our server", () => {
   it.scopedLive("sees the extensions and 255 KiB limits, and its requests reach the sandbox at that size", () =>
     Effect.gen(function*() {
       const sandbox = yield* MemorySandbox.make()
       const probe = instrumented(sandbox.fs)
       const sizes: Array<number> = []
-      const fs: SandboxFileSystem = {
-        ...probe.fs,
-        open: (path, flags, mode) =>
-          Effect.map(probe.fs.open(path, flags, mode), (file) => ({
-            ...file,
-            write: (offset, data) =>
-              Effect.zipRight(Effect.sync(() => sizes.push(data.length)), file.write(offset, data))
-          }))
-      }
+      const fs = withFiles(probe.fs, (file) => ({
+        ...file,
+        write: (offset, data) => Effect.zipRight(Effect.sync(() => sizes.push(data.length)), file.write(offset, data))
+      }))
       const client = yield* SandboxSsh.make({ ...sandbox, fs }).openClient()
       const sftp = yield* client.sftp()
       assert.deepStrictEqual(Object.keys(sftp.extensions), [
@@ -296,18 +297,14 @@ describe("SandboxSsh.openClient's SFTP (ssh2 client) against our server", () => 
       const sandbox = yield* MemorySandbox.make()
       // a file whose reads return at most 1000 bytes, as a server may (SFTP v3 allows short DATA)
       let shortReads = 0
-      const fs: SandboxFileSystem = {
-        ...sandbox.fs,
-        open: (path, flags, mode) =>
-          Effect.map(sandbox.fs.open(path, flags, mode), (file) => ({
-            ...file,
-            read: (offset, length) =>
-              Effect.map(file.read(offset, Math.min(length, 1000)), (bytes) => {
-                if (length > 1000 && bytes.length === 1000) shortReads++
-                return bytes
-              })
-          }))
-      }
+      const fs = withFiles(sandbox.fs, (file) => ({
+        ...file,
+        read: (offset, length) =>
+          Effect.map(file.read(offset, Math.min(length, 1000)), (bytes) => {
+            if (length > 1000 && bytes.length === 1000) shortReads++
+            return bytes
+          })
+      }))
       const client = yield* SandboxSsh.make({ ...sandbox, fs }).openClient()
       const sftp = yield* client.sftp()
       const data = randomBytes(600 * 1024 + 7)
