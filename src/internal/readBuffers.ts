@@ -120,7 +120,8 @@ export const giveBack = (bytes: Uint8Array): void => {
 }
 
 /**
- * Slabs in the pool, and how many new slabs the pool has served (for tests).
+ * Slabs in the pool, and how many times a new slab came from the pool rather than a fresh allocation
+ * (for tests).
  *
  * @internal
  */

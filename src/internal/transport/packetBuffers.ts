@@ -69,7 +69,7 @@ export const recycleOn = (socket: Net.Socket): void => {
 }
 
 /**
- * Items in the pool, and how many `allocate`s it has served (for tests).
+ * Items in the pool, and how many `allocate`s it served from the pool (for tests).
  *
  * @internal
  */

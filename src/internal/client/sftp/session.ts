@@ -132,7 +132,7 @@ export const openSession = (state: ClientState): Effect.Effect<Session, SshError
 
 const makeSession = (sftp: ssh2.SFTPWrapper, state: ClientState): Session => {
   const internals = sftp as unknown as Internals
-  // streams get their replies' bytes without a copy (dataViews.ts)
+  // reads take their replies' bytes as views of the packets that carried them (dataViews.ts)
   DataViews.install(sftp)
   let closed = false
   let lost: string | undefined = undefined

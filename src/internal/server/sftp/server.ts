@@ -83,7 +83,7 @@ export class SftpSessionError extends Data.TaggedError("SftpSessionError")<{
 /** @internal */
 export interface SftpServerOptions {
   readonly fs: SandboxFileSystem
-  /** Default `DEFAULT_MAX_IN_FLIGHT` (32). */
+  /** Default `DEFAULT_MAX_IN_FLIGHT`. */
   readonly maxInFlight?: number | undefined
   /** Default 1024. */
   readonly maxHandles?: number | undefined
