@@ -338,7 +338,10 @@ const instrumented = (fs: SandboxFileSystem) => {
     close: Effect.zipRight(Effect.sync(() => counters.closed++), file.close)
   })
   const wrapped: SandboxFileSystem = {
-    ...fs,
+    ...withFiles(fs, (file) => {
+      counters.opened++
+      return wrapFile(file)
+    }),
     stat: (path) =>
       Effect.suspend(() => {
         counters.stat++
@@ -350,11 +353,6 @@ const instrumented = (fs: SandboxFileSystem) => {
         }
         if (path === "/broken") return Effect.die(new Error("boom"))
         return held(fs.stat(path))
-      }),
-    open: (path, flags, mode) =>
-      Effect.map(fs.open(path, flags, mode), (file) => {
-        counters.opened++
-        return wrapFile(file)
       })
   }
   return {
