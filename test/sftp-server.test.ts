@@ -4,13 +4,16 @@
  * extensions, ordering, bounds).
  */
 import { assert, describe, it } from "@effect/vitest"
+import * as Cause from "effect/Cause"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Stream from "effect/Stream"
 import { createHash, randomBytes } from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
+import * as FileCallbacks from "../src/internal/fileCallbacks.js"
 import { DEFAULT_MAX_IN_FLIGHT } from "../src/internal/sftpProtocol.js"
 import * as LocalSandbox from "../src/LocalSandbox.js"
 import * as MemorySandbox from "../src/MemorySandbox.js"
@@ -319,15 +322,35 @@ describe("SandboxSsh.openClient's SFTP (ssh2 client) against our server", () => 
 // --- byte by byte ---------------------------------------------------------------------------------
 
 /** A file system whose calls can be held, counted and made to fail. */
-const instrumented = (fs: SandboxFileSystem) => {
-  const counters = { stat: 0, opened: 0, closed: 0, reads: 0, writes: [] as Array<string> }
+/**
+ * `file` offering its `read` and `write` as callbacks too (`fileCallbacks.ts`), as the local
+ * sandbox's files do: the server then takes its callback path for READ and WRITE.
+ */
+const withCallbacks = (file: SandboxFile): SandboxFile => {
+  const error = (exit: Exit.Exit<unknown, SandboxError>) =>
+    Exit.isFailure(exit) ? Cause.squash(exit.cause) as SandboxError : undefined
+  return FileCallbacks.attach({ ...file }, {
+    read: (offset, length, done) =>
+      Effect.runCallback(file.read(offset, length), {
+        onExit: (exit) => done(error(exit), Exit.isSuccess(exit) ? exit.value : new Uint8Array(0))
+      }),
+    write: (offset, data, done) => Effect.runCallback(file.write(offset, data), { onExit: (exit) => done(error(exit)) })
+  })
+}
+
+/** How the sandbox's files do READ and WRITE for the server: as Effects, or by callback. */
+const fileCalls = [["as Effects", false], ["by callback", true]] as const
+
+const instrumented = (fs: SandboxFileSystem, options: { readonly callbacks?: boolean } = {}) => {
+  const counters = { stat: 0, opened: 0, closed: 0, reads: 0, writeCalls: 0, writes: [] as Array<string> }
   let gate: Effect.Latch | undefined = undefined
   const held = <A, E>(effect: Effect.Effect<A, E>) => gate === undefined ? effect : Effect.zipRight(gate.await, effect)
   const wrapFile = (file: SandboxFile): SandboxFile => ({
     ...file,
-    read: (offset, length) => Effect.zipRight(Effect.sync(() => counters.reads++), file.read(offset, length)),
+    read: (offset, length) => Effect.zipRight(Effect.sync(() => counters.reads++), held(file.read(offset, length))),
     write: (offset, data) =>
       Effect.suspend(() => {
+        counters.writeCalls++
         const label = `${offset}+${data.length}`
         // a write at 0 is slow, so a later overlapping one would overtake it if unordered
         const delay = offset === 0 ? Effect.sleep(50) : Effect.void
@@ -340,7 +363,7 @@ const instrumented = (fs: SandboxFileSystem) => {
   const wrapped: SandboxFileSystem = {
     ...withFiles(fs, (file) => {
       counters.opened++
-      return wrapFile(file)
+      return options.callbacks === true ? withCallbacks(wrapFile(file)) : wrapFile(file)
     }),
     stat: (path) =>
       Effect.suspend(() => {
@@ -599,26 +622,30 @@ describe("SFTP protocol, byte by byte", () => {
       assert.strictEqual(status(yield* session.call(T.OPENDIR, 50, str("/root/dir/f001"))).code, FX_FAILURE)
     }))
 
-  it.scopedLive("runs a handle's disjoint writes concurrently, overlapping ones in order, and replies in order", () =>
-    Effect.gen(function*() {
-      const probe = instrumented(yield* memoryFs)
-      const session = yield* startSession(probe.fs)
-      session.send(init)
-      const handle = handleOf(yield* session.call(T.OPEN, 1, str("/root/f"), u32(O_READ | O_WRITE | O_CREAT), attrs()))
-      // The probe holds a write at offset 0 for 50 ms; the second write overlaps it, the third does not.
-      session.send(
-        request(T.WRITE, 2, str(handle), u64(0), str("AAAA")),
-        request(T.WRITE, 3, str(handle), u64(2), str("BB")),
-        request(T.WRITE, 4, str(handle), u64(100), str("C")),
-        request(T.READ, 5, str(handle), u64(0), u32(4))
-      )
-      const read = yield* session.reply(5)
-      assert.strictEqual(read.fields.string(), "AABB")
-      assert.deepStrictEqual(probe.counters.writes, ["100+1", "0+4", "2+2"], "the disjoint write did not wait")
-      // Replies on one handle keep the request order (OpenSSH's sftp truncates downloads otherwise).
-      const order = session.parser.replies.filter((r) => r.type !== T.VERSION && r.id >= 2).map((r) => r.id)
-      assert.deepStrictEqual(order, [2, 3, 4, 5])
-    }))
+  for (const [calls, callbacks] of fileCalls) {
+    it.scopedLive(`runs a handle's disjoint writes concurrently, overlapping ones in order, and replies in order (file calls ${calls})`, () =>
+      Effect.gen(function*() {
+        const probe = instrumented(yield* memoryFs, { callbacks })
+        const session = yield* startSession(probe.fs)
+        session.send(init)
+        const handle = handleOf(
+          yield* session.call(T.OPEN, 1, str("/root/f"), u32(O_READ | O_WRITE | O_CREAT), attrs())
+        )
+        // The probe holds a write at offset 0 for 50 ms; the second write overlaps it, the third does not.
+        session.send(
+          request(T.WRITE, 2, str(handle), u64(0), str("AAAA")),
+          request(T.WRITE, 3, str(handle), u64(2), str("BB")),
+          request(T.WRITE, 4, str(handle), u64(100), str("C")),
+          request(T.READ, 5, str(handle), u64(0), u32(4))
+        )
+        const read = yield* session.reply(5)
+        assert.strictEqual(read.fields.string(), "AABB")
+        assert.deepStrictEqual(probe.counters.writes, ["100+1", "0+4", "2+2"], "the disjoint write did not wait")
+        // Replies on one handle keep the request order (OpenSSH's sftp truncates downloads otherwise).
+        const order = session.parser.replies.filter((r) => r.type !== T.VERSION && r.id >= 2).map((r) => r.id)
+        assert.deepStrictEqual(order, [2, 3, 4, 5])
+      }))
+  }
 
   it.scopedLive(`stops reading while ${DEFAULT_MAX_IN_FLIGHT} requests are in flight`, () =>
     Effect.gen(function*() {
@@ -653,32 +680,34 @@ describe("SFTP protocol, byte by byte", () => {
       assert.isTrue(replies.every((r) => r.type === T.ATTRS))
     }))
 
-  it.scopedLive("stops reading when the client does not read its replies", () =>
-    Effect.gen(function*() {
-      const sandbox = yield* MemorySandbox.make({ files: { "/root/big": new Uint8Array(8 * 1024 * 1024) } })
-      const probe = instrumented(sandbox.fs)
-      const session = yield* startSession(probe.fs, { read: false, outputHighWaterMark: 64 * 1024 })
-      session.send(init)
-      yield* waitUntil(() => session.output.readableLength > 0, "VERSION")
-      const version = session.output.read() as Buffer
-      assert.strictEqual(version[4], T.VERSION)
-      session.send(request(T.OPEN, 1, str("/root/big"), u32(O_READ), attrs()))
-      yield* waitUntil(() => session.output.readableLength > 0, "HANDLE")
-      const handle = (session.output.read() as Buffer).subarray(13, 17)
-      // 1,000 reads of 255 KiB would be 255 MiB of replies.
-      for (let i = 0; i < 1000; i++) {
-        session.send(request(T.READ, 10 + i, str(handle), u64((i % 32) * 261120), u32(261120)))
-      }
-      yield* Effect.sleep(300)
-      const held = session.output.readableLength + session.output.writableLength
-      assert.isBelow(held, 24 * 1024 * 1024, "replies held for the client stay bounded")
-      assert.isBelow(probe.counters.reads, 100, "requests wait while the replies are not taken")
-      // Reading the replies lets every request through.
-      let total = 0
-      session.output.on("data", (chunk: Buffer) => total += chunk.length)
-      yield* waitUntil(() => total === 1000 * (13 + 261120), "all replies", 30_000)
-      assert.strictEqual(probe.counters.reads, 1000)
-    }))
+  for (const [calls, callbacks] of fileCalls) {
+    it.scopedLive(`stops reading when the client does not read its replies (file calls ${calls})`, () =>
+      Effect.gen(function*() {
+        const sandbox = yield* MemorySandbox.make({ files: { "/root/big": new Uint8Array(8 * 1024 * 1024) } })
+        const probe = instrumented(sandbox.fs, { callbacks })
+        const session = yield* startSession(probe.fs, { read: false, outputHighWaterMark: 64 * 1024 })
+        session.send(init)
+        yield* waitUntil(() => session.output.readableLength > 0, "VERSION")
+        const version = session.output.read() as Buffer
+        assert.strictEqual(version[4], T.VERSION)
+        session.send(request(T.OPEN, 1, str("/root/big"), u32(O_READ), attrs()))
+        yield* waitUntil(() => session.output.readableLength > 0, "HANDLE")
+        const handle = (session.output.read() as Buffer).subarray(13, 17)
+        // 1,000 reads of 255 KiB would be 255 MiB of replies.
+        for (let i = 0; i < 1000; i++) {
+          session.send(request(T.READ, 10 + i, str(handle), u64((i % 32) * 261120), u32(261120)))
+        }
+        yield* Effect.sleep(300)
+        const held = session.output.readableLength + session.output.writableLength
+        assert.isBelow(held, 24 * 1024 * 1024, "replies held for the client stay bounded")
+        assert.isBelow(probe.counters.reads, 100, "requests wait while the replies are not taken")
+        // Reading the replies lets every request through.
+        let total = 0
+        session.output.on("data", (chunk: Buffer) => total += chunk.length)
+        yield* waitUntil(() => total === 1000 * (13 + 261120), "all replies", 30_000)
+        assert.strictEqual(probe.counters.reads, 1000)
+      }))
+  }
 
   it.scopedLive("closes every file the session opened when it ends, and bounds open handles", () =>
     Effect.gen(function*() {
@@ -728,6 +757,63 @@ describe("SFTP protocol, byte by byte", () => {
       // Let the sandbox's blocked open finish (a writer arrives), so nothing stays blocked.
       Fs.closeSync(Fs.openSync(fifo, Fs.constants.O_WRONLY | Fs.constants.O_NONBLOCK))
     }))
+
+  for (const [calls, callbacks] of fileCalls) {
+    it.scopedLive(`closes open files when interrupted with READs under way, and starts nothing after (file calls ${calls})`, () =>
+      Effect.gen(function*() {
+        const sandbox = yield* MemorySandbox.make({ files: { "/root/f": new Uint8Array(1000) } })
+        const probe = instrumented(sandbox.fs, { callbacks })
+        const session = yield* startSession(probe.fs)
+        session.send(init)
+        const handle = handleOf(yield* session.call(T.OPEN, 1, str("/root/f"), u32(O_READ | O_WRITE), attrs()))
+        probe.hold()
+        session.send(
+          request(T.READ, 2, str(handle), u64(0), u32(100)),
+          request(T.READ, 3, str(handle), u64(100), u32(100)),
+          request(T.WRITE, 4, str(handle), u64(50), str("overlaps both reads"))
+        )
+        yield* waitUntil(() => probe.counters.reads === 2, "reads started")
+        yield* Fiber.interrupt(session.server)
+        assert.strictEqual(probe.counters.closed, 1)
+        probe.release()
+        yield* Effect.sleep(50)
+        assert.strictEqual(probe.counters.writeCalls, 0, "the write waiting for the reads never started")
+        assert.isFalse(
+          session.parser.replies.some((r) => r.type !== T.VERSION && r.id >= 2),
+          "nothing answered after the session ended"
+        )
+      }))
+
+    it.scopedLive(`answers every READ and WRITE asked before the client's EOF, each handle's in order (file calls ${calls})`, () =>
+      Effect.gen(function*() {
+        const probe = instrumented(yield* memoryFs, { callbacks })
+        const session = yield* startSession(probe.fs)
+        session.send(init)
+        const handle = handleOf(
+          yield* session.call(T.OPEN, 1, str("/root/f"), u32(O_READ | O_WRITE | O_CREAT), attrs())
+        )
+        const chunk = (i: number) => Buffer.alloc(1000, i)
+        for (let i = 0; i < 100; i++) session.send(request(T.WRITE, 10 + i, str(handle), u64(i * 1000), str(chunk(i))))
+        for (let i = 0; i < 100; i++) session.send(request(T.READ, 200 + i, str(handle), u64(i * 1000), u32(1000)))
+        session.send(request(T.READ, 300, str(handle), u64(100_000), u32(1000)))
+        session.input.end()
+        yield* Fiber.join(session.server)
+        const replies = session.parser.replies.filter((r) => r.type !== T.VERSION && r.id >= 10)
+        assert.deepStrictEqual(replies.map((r) => r.id), [
+          ...Array.from({ length: 100 }, (_, i) => 10 + i),
+          ...Array.from({ length: 100 }, (_, i) => 200 + i),
+          300
+        ])
+        for (const reply of replies.slice(0, 100)) {
+          assert.deepStrictEqual(status(reply), { code: FX_OK, message: "Success" })
+        }
+        for (const [i, reply] of replies.slice(100, 200).entries()) {
+          assert.strictEqual(reply.type, T.DATA)
+          assert.deepStrictEqual(Buffer.from(reply.fields.bytes()), chunk(i))
+        }
+        assert.strictEqual(status(replies[200]!).code, FX_EOF)
+      }))
+  }
 
   it.scopedLive("answers everything asked before the client's EOF", () =>
     Effect.gen(function*() {

@@ -34,6 +34,7 @@ import type {
   SetAttributes
 } from "../../Sandbox.js"
 import { SandboxError, type SandboxErrorReason } from "../../SshError.js"
+import * as FileCallbacks from "../fileCallbacks.js"
 import { fileTypeOf } from "../fileMode.js"
 import { invalidPort } from "../sandboxConnection.js"
 import type { AgentChannel } from "./agentChannel.js"
@@ -154,8 +155,11 @@ const connectError = (destination: string) => (cause: unknown) => {
   return error.reason === "TransportFailed" ? new SandboxError({ ...error, reason: "ConnectFailed" }) : error
 }
 
+const invalidArgument = (operation: string, path: string | undefined, detail: string) =>
+  new SandboxError({ reason: "InvalidArgument", operation, path, detail })
+
 const invalid = (operation: string, path: string | undefined, detail: string) =>
-  Effect.fail(new SandboxError({ reason: "InvalidArgument", operation, path, detail }))
+  Effect.fail(invalidArgument(operation, path, detail))
 
 /** A path frame: `[header][prefix][utf-8 path]`. */
 const pathFrame = (
@@ -591,7 +595,7 @@ const makeFile = (
       path,
       () => undefined
     )
-  return {
+  const file: SandboxFile = {
     read: (offset, length) => {
       if (closed) return Effect.fail(closedError("read"))
       if (!Number.isSafeInteger(offset) || offset < 0) return invalid("read", path, `bad offset ${offset}`)
@@ -649,6 +653,28 @@ const makeFile = (
       return direct === undefined ? agentClose : Effect.zipRight(client.releaseDirect(direct), agentClose)
     })
   }
+  if (direct === undefined) return file
+  // the same checks as `read` and `write` above, then the direct file's own callbacks
+  const refusal = (operation: string, offset: number): SandboxError | undefined => {
+    if (closed) return closedError(operation)
+    if (!Number.isSafeInteger(offset) || offset < 0) return invalidArgument(operation, path, `bad offset ${offset}`)
+    return client.lostError(operation, path)
+  }
+  return FileCallbacks.attach(file, {
+    read: (offset, length, done) => {
+      const refused = refusal("read", offset) ??
+        (Number.isSafeInteger(length) && length >= 0
+          ? undefined
+          : invalidArgument("read", path, `bad length ${length}`))
+      if (refused !== undefined) return done(refused, new Uint8Array(0))
+      direct.callbacks.read(offset, Math.min(length, maxRead), done)
+    },
+    write: (offset, data, done) => {
+      const refused = refusal("write", offset)
+      if (refused !== undefined) return done(refused)
+      direct.callbacks.write(offset, data, done)
+    }
+  })
 }
 
 /**

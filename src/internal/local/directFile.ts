@@ -31,6 +31,7 @@
 import * as Effect from "effect/Effect"
 import * as Fs from "node:fs"
 import type { SandboxError } from "../../SshError.js"
+import type { FileCallbacks } from "../fileCallbacks.js"
 import * as ReadBuffers from "../readBuffers.js"
 import { fromNodeError } from "./errors.js"
 
@@ -105,6 +106,8 @@ export const reopen = (agentPid: number, fd: number, openFlags: number): number 
 export interface DirectFile {
   readonly read: (offset: number, length: number) => Effect.Effect<Uint8Array, SandboxError>
   readonly write: (offset: number, data: Uint8Array) => Effect.Effect<void, SandboxError>
+  /** `read` and `write` reporting by callback (`fileCallbacks.ts`). */
+  readonly callbacks: FileCallbacks
   /** Closes the descriptor once no call is in flight. Idempotent, never fails. */
   readonly close: Effect.Effect<void>
   /** `close` for a caller that does not wait (the agent's client shutting down). */
@@ -118,14 +121,16 @@ const MAX_BATCH_REQUESTS = 64
 interface PendingRead {
   readonly offset: number
   readonly length: number
-  readonly done: (result: Effect.Effect<Uint8Array, SandboxError>) => void
+  readonly done: (error: SandboxError | undefined, data: Uint8Array) => void
 }
 
 interface PendingWrite {
   readonly offset: number
   readonly data: Uint8Array
-  readonly done: (result: Effect.Effect<void, SandboxError>) => void
+  readonly done: (error: SandboxError | undefined) => void
 }
+
+const EMPTY = new Uint8Array(0)
 
 /** How many requests from the head of `queue` cover one run of adjacent ranges, within the bounds. */
 const adjacentRun = <A>(queue: ReadonlyArray<A>, offset: (a: A) => number, length: (a: A) => number): number => {
@@ -175,13 +180,15 @@ export const make = (fd: number, path: string): DirectFile => {
     Fs.read(fd, buffer, 0, total, run[0]!.offset, (error, bytesRead) => {
       reading = false
       let start = 0
+      const failed = error ? fromNodeError("read", path)(error) : undefined
       for (const request of run) {
-        if (error) {
-          request.done(Effect.fail(fromNodeError("read", path)(error)))
+        release()
+        if (failed !== undefined) {
+          request.done(failed, EMPTY)
         } else {
           // a short read of a regular file is its end: what lies beyond reads as nothing
           const end = Math.min(start + request.length, Math.max(start, bytesRead))
-          request.done(Effect.succeed(lent ? ReadBuffers.part(lent, start, end) : buffer.subarray(start, end)))
+          request.done(undefined, lent ? ReadBuffers.part(lent, start, end) : buffer.subarray(start, end))
         }
         start += request.length
       }
@@ -191,6 +198,10 @@ export const make = (fd: number, path: string): DirectFile => {
   }
 
   const writes: Array<PendingWrite> = []
+  const finishWrite = (request: PendingWrite, error: SandboxError | undefined) => {
+    release()
+    request.done(error)
+  }
   let writing = false
   const flushWrites = (): void => {
     if (writing || writes.length === 0) return
@@ -198,7 +209,8 @@ export const make = (fd: number, path: string): DirectFile => {
     const onWritten = (error: NodeJS.ErrnoException | null, written: number) => {
       writing = false
       if (error) {
-        for (const request of run) request.done(Effect.fail(fromNodeError("write", path)(error)))
+        const failed = fromNodeError("write", path)(error)
+        for (const request of run) finishWrite(request, failed)
         return flushWrites()
       }
       // the requests written whole are done; the rest go back to the front of the queue
@@ -207,7 +219,8 @@ export const make = (fd: number, path: string): DirectFile => {
       while (whole < run.length && left >= run[whole]!.data.length) left -= run[whole++]!.data.length
       if (whole < run.length) {
         if (written === 0) {
-          for (const request of run) request.done(Effect.fail(failure("write", "EIO", "the write made no progress")))
+          const failed = failure("write", "EIO", "the write made no progress")
+          for (const request of run) finishWrite(request, failed)
           return flushWrites()
         }
         const partial = run[whole]!
@@ -216,7 +229,7 @@ export const make = (fd: number, path: string): DirectFile => {
           ...run.slice(whole + 1)
         )
       }
-      for (let i = 0; i < whole; i++) run[i]!.done(Effect.void)
+      for (let i = 0; i < whole; i++) finishWrite(run[i]!, undefined)
       flushWrites()
     }
     writing = true
@@ -228,36 +241,32 @@ export const make = (fd: number, path: string): DirectFile => {
     }
   }
 
+  const callbacks: FileCallbacks = {
+    read: (offset, length, done) => {
+      if (closing) return done(closedError("read"), EMPTY)
+      busy++
+      reads.push({ offset, length, done })
+      flushReads()
+    },
+    write: (offset, data, done) => {
+      if (closing) return done(closedError("write"))
+      if (data.length === 0) return done(undefined)
+      busy++
+      writes.push({ offset, data, done })
+      flushWrites()
+    }
+  }
+
   return {
     read: (offset, length) =>
-      Effect.async((resume) => {
-        if (closing) return resume(Effect.fail(closedError("read")))
-        busy++
-        reads.push({
-          offset,
-          length,
-          done: (result) => {
-            release()
-            resume(result)
-          }
-        })
-        flushReads()
-      }),
+      Effect.async((resume) =>
+        callbacks.read(offset, length, (error, data) => resume(error ? Effect.fail(error) : Effect.succeed(data)))
+      ),
     write: (offset, data) =>
-      Effect.async((resume) => {
-        if (closing) return resume(Effect.fail(closedError("write")))
-        if (data.length === 0) return resume(Effect.void)
-        busy++
-        writes.push({
-          offset,
-          data,
-          done: (result) => {
-            release()
-            resume(result)
-          }
-        })
-        flushWrites()
-      }),
+      Effect.async((resume) =>
+        callbacks.write(offset, data, (error) => resume(error ? Effect.fail(error) : Effect.void))
+      ),
+    callbacks,
     close: Effect.async((resume) => closeThen(() => resume(Effect.void))),
     dispose: () => closeThen(() => {})
   }

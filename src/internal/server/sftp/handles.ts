@@ -24,11 +24,6 @@ export type Access =
   | { readonly _tag: "Write"; readonly start: number; readonly end: number }
   | { readonly _tag: "Barrier" }
 
-interface Pending {
-  readonly access: Access
-  readonly done: Effect.Latch
-}
-
 const overlaps = (a: Access, b: Access): boolean => {
   if (a._tag === "Barrier" || b._tag === "Barrier") return true
   if (a._tag === "Read" && b._tag === "Read") return false
@@ -36,48 +31,100 @@ const overlaps = (a: Access, b: Access): boolean => {
 }
 
 /**
- * A request's place in its handle's reply order: wait for `previous`, reply, then open `done`.
+ * A request registered on its handle: it may start once `blockers` (the earlier conflicting
+ * requests not yet done) is 0.
  *
  * @internal
  */
-export interface ReplyTurn {
-  readonly previous: Effect.Latch | undefined
-  readonly done: Effect.Latch
+export interface Entry {
+  readonly access: Access
+  blockers: number
+  /** Called when `blockers` reaches 0 (set by `whenClear`). */
+  onClear: (() => void) | undefined
+  /** Later requests waiting for this one. */
+  blocking: Array<Entry> | undefined
 }
 
 /**
- * In-flight requests of one handle.
+ * A request's place in its handle's reply order. `settle` hands its reply over once every earlier
+ * request on the handle has handed over theirs.
+ *
+ * @internal
+ */
+export interface Turn {
+  deliver: (() => void) | undefined
+  next: Turn | undefined
+}
+
+/**
+ * In-flight requests of one handle. Plain callbacks rather than Effects: every READ and WRITE of a
+ * transfer goes through here (see `fileCallbacks.ts` for what a fiber per request cost).
  *
  * @internal
  */
 export class Ordering {
-  private readonly pending = new Set<Pending>()
-  private lastReply: Effect.Latch | undefined = undefined
+  private readonly pending = new Set<Entry>()
+  private head: Turn | undefined = undefined
+  private tail: Turn | undefined = undefined
 
   /** Takes the next place in the reply order. Must be called synchronously in arrival order. */
-  replyTurn(): ReplyTurn {
-    const turn = { previous: this.lastReply, done: Effect.unsafeMakeLatch(false) }
-    this.lastReply = turn.done
+  replyTurn(): Turn {
+    const turn: Turn = { deliver: undefined, next: undefined }
+    if (this.tail === undefined) this.head = turn
+    else this.tail.next = turn
+    this.tail = turn
     return turn
   }
 
   /**
-   * Registers a request now (in arrival order) and returns it wrapped so that it starts once the
-   * earlier conflicting requests are done. Must be called synchronously in arrival order.
+   * Records that `turn`'s reply is ready (`deliver` sends it), then delivers every reply whose
+   * turn has come, in order.
    */
-  enter<A, E, R>(access: Access, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> {
-    const waitFor: Array<Effect.Latch> = []
-    for (const earlier of this.pending) if (overlaps(earlier.access, access)) waitFor.push(earlier.done)
-    const self: Pending = { access, done: Effect.unsafeMakeLatch(false) }
-    this.pending.add(self)
-    const leave = Effect.sync(() => {
-      this.pending.delete(self)
-      self.done.unsafeOpen()
-    })
-    const run = waitFor.length === 0
-      ? effect
-      : Effect.zipRight(Effect.forEach(waitFor, (latch) => latch.await, { discard: true }), effect)
-    return Effect.ensuring(run, leave)
+  settle(turn: Turn, deliver: () => void): void {
+    turn.deliver = deliver
+    while (this.head !== undefined && this.head.deliver !== undefined) {
+      const first = this.head
+      this.head = first.next
+      if (this.head === undefined) this.tail = undefined
+      first.deliver!()
+    }
+  }
+
+  /**
+   * Registers a request now, behind the earlier ones it conflicts with. Must be called
+   * synchronously in arrival order; `leave` it once done.
+   */
+  enter(access: Access): Entry {
+    const entry: Entry = { access, blockers: 0, onClear: undefined, blocking: undefined }
+    for (const earlier of this.pending) {
+      if (overlaps(earlier.access, access)) {
+        ;(earlier.blocking ??= []).push(entry)
+        entry.blockers++
+      }
+    }
+    this.pending.add(entry)
+    return entry
+  }
+
+  /** Runs `start` once the earlier conflicting requests are done: now, if they are. */
+  whenClear(entry: Entry, start: () => void): void {
+    if (entry.blockers === 0) start()
+    else entry.onClear = start
+  }
+
+  /** The request is done: the ones waiting for it may start. Idempotent. */
+  leave(entry: Entry): void {
+    if (!this.pending.delete(entry)) return
+    const blocking = entry.blocking
+    if (blocking === undefined) return
+    entry.blocking = undefined
+    for (const later of blocking) {
+      if (--later.blockers === 0 && later.onClear !== undefined) {
+        const start = later.onClear
+        later.onClear = undefined
+        start()
+      }
+    }
   }
 }
 

@@ -21,8 +21,9 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberSet from "effect/FiberSet"
 import type { Readable, Writable } from "node:stream"
-import type { DirectoryEntry, FileAttributes, OpenFlags, SandboxFileSystem } from "../../../Sandbox.js"
+import type { DirectoryEntry, FileAttributes, OpenFlags, SandboxFile, SandboxFileSystem } from "../../../Sandbox.js"
 import type { SandboxError } from "../../../SshError.js"
+import * as FileCallbacks from "../../fileCallbacks.js"
 import * as ReadBuffers from "../../readBuffers.js"
 import {
   DEFAULT_MAX_HANDLES,
@@ -57,11 +58,12 @@ import {
 import {
   type Access,
   type DirectoryHandle,
+  type Entry,
   type FileHandle,
   type Handle,
   HandleTable,
   Ordering,
-  type ReplyTurn
+  type Turn
 } from "./handles.js"
 import { longname } from "./longname.js"
 
@@ -105,6 +107,18 @@ class Status {
 type Job = Effect.Effect<Reply, SandboxError | Status>
 
 /**
+ * One request, from its arrival until its reply has gone out. It holds one of the session's
+ * `maxInFlight` slots and its packet buffer (a WRITE's data is a view of it) until then.
+ */
+interface Request {
+  readonly id: number
+  readonly packet: Buffer
+  /** The handle's ordering and the request's place in its reply order, for a request on a handle. */
+  ordering: Ordering | undefined
+  turn: Turn | undefined
+}
+
+/**
  * The one place where sandbox errors become SFTP status codes.
  *
  * @internal
@@ -123,6 +137,8 @@ export const statusOf = (error: SandboxError): Status => {
 }
 
 const ok = (id: number) => encodeStatus(id, FX.OK, statusMessages[FX.OK])
+const statusReply = (id: number, status: Status) => encodeStatus(id, status.code, status.message)
+const eof = new Status(FX.EOF)
 const invalidHandle = Effect.fail(new Status(FX.FAILURE, "Invalid handle"))
 const tooManyHandles = new Status(FX.FAILURE, "Too many open handles")
 
@@ -157,8 +173,8 @@ const READS_AT_ONCE = 8
  * (small ones merged into one buffer), as OpenSSH's output queue does: one write to the channel
  * or pipe instead of one per reply.
  *
- * `ready` waits while more than `OUTPUT_LIMIT` bytes of replies are queued or not yet taken by the
- * transport, so a client that does not read its replies stops being read from. The bound is in
+ * `whenReady` waits while more than `OUTPUT_LIMIT` bytes of replies are queued or not yet taken by
+ * the transport, so a client that does not read its replies stops being read from. The bound is in
  * bytes rather than the stream's `drain` (which waits for an empty buffer): the sandbox keeps
  * working while the transport drains, instead of the two taking turns. `flushed` waits until every
  * reply has been taken. A closed or failed output counts as flushed: nobody is listening any more.
@@ -170,7 +186,8 @@ class Output {
   /** Bytes queued or written but not yet taken by the transport. */
   private buffered = 0
   private closed = false
-  private readonly belowLimit = Effect.unsafeMakeLatch(true)
+  /** Waiting for the replies to drop below `OUTPUT_LIMIT`. */
+  private readonly waiting: Array<() => void> = []
   private readonly idle = Effect.unsafeMakeLatch(true)
 
   private readonly onClose = () => {
@@ -179,15 +196,24 @@ class Output {
     if (this.scheduled !== undefined) clearImmediate(this.scheduled)
     this.scheduled = undefined
     this.buffered = 0
-    this.belowLimit.unsafeOpen()
+    this.wake()
     this.idle.unsafeOpen()
+  }
+
+  private get hasRoom(): boolean {
+    return this.closed || this.buffered < OUTPUT_LIMIT
+  }
+
+  /** Runs the waiting callbacks while there is room (each may add replies). */
+  private wake(): void {
+    while (this.waiting.length > 0 && this.hasRoom) this.waiting.shift()!()
   }
 
   private taken(length: number): void {
     if (this.closed) return
     this.buffered -= length
-    if (this.buffered < OUTPUT_LIMIT) this.belowLimit.unsafeOpen()
     if (this.buffered === 0) this.idle.unsafeOpen()
+    this.wake()
   }
 
   private write(bytes: Uint8Array): void {
@@ -249,18 +275,38 @@ class Output {
       this.buffered += reply[0].length + reply[1].length
     }
     this.idle.unsafeClose()
-    if (this.buffered >= OUTPUT_LIMIT) this.belowLimit.unsafeClose()
     if (this.scheduled === undefined) this.scheduled = setImmediate(this.flush)
   }
 
-  readonly ready: Effect.Effect<void> = this.belowLimit.await
+  /** Calls `f` once the replies are below `OUTPUT_LIMIT`: now, if they are. */
+  whenReady(f: () => void): void {
+    if (this.waiting.length === 0 && this.hasRoom) f()
+    else this.waiting.push(f)
+  }
+
   readonly flushed: Effect.Effect<void> = this.idle.await
 
-  private readonly readers = Effect.unsafeMakeSemaphore(READS_AT_ONCE)
+  private readers = READS_AT_ONCE
+  private readonly waitingReaders: Array<(done: () => void) => void> = []
+  private readonly readDone = () => {
+    this.readers++
+    const next = this.waitingReaders.shift()
+    if (next !== undefined) this.startRead(next)
+  }
+  private startRead(read: (done: () => void) => void): void {
+    this.readers--
+    read(this.readDone)
+  }
 
-  /** Runs a read whose bytes become a reply once the output has room, `READS_AT_ONCE` at a time. */
-  reading<A, E>(read: Effect.Effect<A, E>): Effect.Effect<A, E> {
-    return Effect.zipRight(this.ready, this.readers.withPermits(1)(read))
+  /**
+   * Starts a read whose bytes become a reply once the output has room, `READS_AT_ONCE` at a time;
+   * `read` calls `done` once, when its bytes are in.
+   */
+  reading(read: (done: () => void) => void): void {
+    this.whenReady(() => {
+      if (this.readers > 0) this.startRead(read)
+      else this.waitingReaders.push(read)
+    })
   }
 
   dispose(): void {
@@ -294,6 +340,10 @@ export const serve = (
       (o) => Effect.sync(() => o.dispose())
     )
     const fibers = yield* FiberSet.make<void>()
+    /** Set when the session is torn down: callbacks of file calls still under way do nothing then. */
+    let abandoned = false
+    // Registered after the fiber set, so it runs before the request fibers are interrupted.
+    yield* Effect.addFinalizer(() => Effect.sync(() => (abandoned = true)))
     // Pooled packet buffers: one per request in flight, plus the one being filled.
     const framer = new PacketFramer(MAX_PACKET_LENGTH, maxInFlight + 2)
     let initialized = false
@@ -305,14 +355,26 @@ export const serve = (
       return handle?._tag === "File" ? handle : undefined
     }
     const anyHandle = (reader: Reader): Handle | undefined => handles.get(handleNumber(reader.bytes()))
-    /** The reply-order place taken by the request being prepared, if it is on a handle. */
-    let turn: ReplyTurn | undefined = undefined
-    const onHandle = <A, E>(handle: Handle, access: Access, effect: Effect.Effect<A, E>) => {
-      turn = handle.ordering.replyTurn()
-      return handle.ordering.enter(access, effect)
+
+    /** Registers `request` on `handle` now, in arrival order: its place in the reply order too. */
+    const enter = (request: Request, handle: Handle, access: Access): Entry => {
+      request.ordering = handle.ordering
+      request.turn = handle.ordering.replyTurn()
+      return handle.ordering.enter(access)
+    }
+    /** `effect` as a request on `handle`: it starts once the earlier conflicting ones are done. */
+    const onHandle = <A, E>(request: Request, handle: Handle, access: Access, effect: Effect.Effect<A, E>) => {
+      const entry = enter(request, handle, access)
+      return Effect.ensuring(
+        Effect.zipRight(
+          Effect.async<void>((resume) => handle.ordering.whenClear(entry, () => resume(Effect.void))),
+          effect
+        ),
+        Effect.sync(() => handle.ordering.leave(entry))
+      )
     }
 
-    const statusReply = (id: number, effect: Effect.Effect<unknown, SandboxError | Status>): Job =>
+    const okReply = (id: number, effect: Effect.Effect<unknown, SandboxError | Status>): Job =>
       Effect.as(effect, ok(id))
 
     const registerHandle = (handle: Handle, id: number): Effect.Effect<Buffer, Status> =>
@@ -379,40 +441,80 @@ export const serve = (
     const attrsReply = (id: number, effect: Effect.Effect<FileAttributes, SandboxError>): Job =>
       Effect.map(effect, (attributes) => encodeAttrs(id, attributes))
 
-    const close = (id: number, number: number | undefined): Job => {
+    const close = (request: Request, number: number | undefined): Job => {
       const handle = handles.get(number)
       if (handle === undefined || number === undefined) return invalidHandle
       // Gone from the table at once: later requests on it fail, as after close(2).
       handles.remove(number)
-      return statusReply(
-        id,
-        onHandle(handle, { _tag: "Barrier" }, handle._tag === "File" ? handle.file.close : Effect.void)
+      return okReply(
+        request.id,
+        onHandle(request, handle, { _tag: "Barrier" }, handle._tag === "File" ? handle.file.close : Effect.void)
       )
     }
 
-    // An offset is checked before the request takes its place in the handle's order: a request
-    // that never runs must not hold back the ones after it.
-    const read = (id: number, handle: FileHandle, offset: number, length: number): Job => {
+    // READ and WRITE on a file are the transfer's hot path: done with callbacks, without a fiber
+    // for files that offer them (`fileCallbacks.ts`). An offset is checked before the request takes
+    // its place in the handle's order: a request that never runs must not hold back the ones after
+    // it. `undefined`: the request is under way.
+
+    const read = (request: Request, handle: FileHandle, offset: number, length: number): Job | undefined => {
       // past any file there can be (as lseek + read past the end: end of file)
       if (!Number.isSafeInteger(offset)) return Effect.fail(new Status(FX.EOF))
       const wanted = Math.min(length, MAX_DATA_LENGTH)
-      const access = { _tag: "Read", start: offset, end: offset + wanted } as const
-      return onHandle(handle, access, out.reading(handle.file.read(offset, wanted)))
-        .pipe(
-          Effect.flatMap((data): Job =>
-            data.length === 0
-              ? Effect.fail(new Status(FX.EOF))
-              : Effect.succeed([encodeDataHeader(id, data.length), data] as const)
-          )
-        )
+      const entry = enter(request, handle, { _tag: "Read", start: offset, end: offset + wanted })
+      handle.ordering.whenClear(entry, () =>
+        out.reading((done) => {
+          if (abandoned) return
+          readFile(request.id, handle.file, offset, wanted, (reply) => {
+            done()
+            handle.ordering.leave(entry)
+            settle(request, reply)
+          })
+        }))
+      return undefined
     }
 
-    const write = (id: number, handle: FileHandle, offset: number, data: Uint8Array): Job => {
+    const write = (request: Request, handle: FileHandle, offset: number, data: Uint8Array): Job | undefined => {
       if (!Number.isSafeInteger(offset)) return badOffset
       const access: Access = handle.append
         ? { _tag: "Write", start: 0, end: Number.POSITIVE_INFINITY }
         : { _tag: "Write", start: offset, end: offset + data.length }
-      return statusReply(id, onHandle(handle, access, handle.file.write(offset, data)))
+      const entry = enter(request, handle, access)
+      handle.ordering.whenClear(entry, () => {
+        if (abandoned) return
+        writeFile(request.id, handle.file, offset, data, (reply) => {
+          handle.ordering.leave(entry)
+          settle(request, reply)
+        })
+      })
+      return undefined
+    }
+
+    const dataReply = (id: number, data: Uint8Array): Reply =>
+      data.length === 0 ? statusReply(id, eof) : [encodeDataHeader(id, data.length), data]
+
+    const readFile = (id: number, file: SandboxFile, offset: number, length: number, then: (reply: Reply) => void) => {
+      const callbacks = FileCallbacks.of(file)
+      if (callbacks === undefined) {
+        return runThen(replyOf(id, Effect.map(file.read(offset, length), (data) => dataReply(id, data))), then)
+      }
+      callbacks.read(offset, length, (error, data) =>
+        then(error === undefined ? dataReply(id, data) : statusReply(id, statusOf(error))))
+    }
+
+    const writeFile = (
+      id: number,
+      file: SandboxFile,
+      offset: number,
+      data: Uint8Array,
+      then: (reply: Reply) => void
+    ) => {
+      const callbacks = FileCallbacks.of(file)
+      if (callbacks === undefined) {
+        return runThen(replyOf(id, Effect.as(file.write(offset, data), ok(id))), then)
+      }
+      callbacks.write(offset, data, (error) =>
+        then(error === undefined ? ok(id) : statusReply(id, statusOf(error))))
     }
 
     const statvfsReply = (id: number, path: string): Job =>
@@ -434,13 +536,14 @@ export const serve = (
     const nameReply = (id: number, effect: Effect.Effect<string, SandboxError>): Job =>
       Effect.map(effect, (name) => encodeName(id, [{ filename: name, longname: name }]))
 
-    const extended = (id: number, reader: Reader): Job => {
+    const extended = (request: Request, reader: Reader): Job => {
+      const id = request.id
       const name = reader.string()
       switch (name) {
         case "posix-rename@openssh.com": {
           const from = reader.string()
           const to = reader.string()
-          return statusReply(id, fs.rename(from, to, { overwrite: true }))
+          return okReply(id, fs.rename(from, to, { overwrite: true }))
         }
         case "statvfs@openssh.com":
           return statvfsReply(id, reader.string())
@@ -451,13 +554,13 @@ export const serve = (
         case "hardlink@openssh.com": {
           const from = reader.string()
           const to = reader.string()
-          return statusReply(id, fs.link(from, to))
+          return okReply(id, fs.link(from, to))
         }
         case "fsync@openssh.com": {
           const handle = fileHandle(reader)
-          return handle === undefined ? invalidHandle : statusReply(
+          return handle === undefined ? invalidHandle : okReply(
             id,
-            onHandle(handle, { _tag: "Barrier" }, handle.file.sync)
+            onHandle(request, handle, { _tag: "Barrier" }, handle.file.sync)
           )
         }
         case "limits@openssh.com":
@@ -469,8 +572,12 @@ export const serve = (
       }
     }
 
-    /** Decodes one request now (in arrival order) into the job that answers it. */
-    const prepare = (type: number, id: number, reader: Reader): Job => {
+    /**
+     * Decodes one request now (in arrival order) into the job that answers it, or starts it
+     * (`undefined`: READ and WRITE on a file).
+     */
+    const prepare = (type: number, request: Request, reader: Reader): Job | undefined => {
+      const id = request.id
       switch (type) {
         case FXP.OPEN: {
           const path = reader.string()
@@ -479,18 +586,18 @@ export const serve = (
           return open(id, path, pflags, permissions)
         }
         case FXP.CLOSE:
-          return close(id, handleNumber(reader.bytes()))
+          return close(request, handleNumber(reader.bytes()))
         case FXP.READ: {
           const handle = fileHandle(reader)
           const offset = reader.uint64()
           const length = reader.uint32()
-          return handle === undefined ? invalidHandle : read(id, handle, offset, length)
+          return handle === undefined ? invalidHandle : read(request, handle, offset, length)
         }
         case FXP.WRITE: {
           const handle = fileHandle(reader)
           const offset = reader.uint64()
           const data = reader.bytes()
-          return handle === undefined ? invalidHandle : write(id, handle, offset, data)
+          return handle === undefined ? invalidHandle : write(request, handle, offset, data)
         }
         case FXP.LSTAT:
           return attrsReply(id, fs.lstat(reader.string()))
@@ -501,22 +608,24 @@ export const serve = (
           if (handle === undefined) return invalidHandle
           return attrsReply(
             id,
-            handle._tag === "File" ? onHandle(handle, { _tag: "Barrier" }, handle.file.stat) : fs.stat(handle.path)
+            handle._tag === "File"
+              ? onHandle(request, handle, { _tag: "Barrier" }, handle.file.stat)
+              : fs.stat(handle.path)
           )
         }
         case FXP.SETSTAT: {
           const path = reader.string()
           const { set } = readAttributes(reader)
-          return statusReply(id, fs.setStat(path, set))
+          return okReply(id, fs.setStat(path, set))
         }
         case FXP.FSETSTAT: {
           const handle = anyHandle(reader)
           const { set } = readAttributes(reader)
           if (handle === undefined) return invalidHandle
-          return statusReply(
+          return okReply(
             id,
             handle._tag === "File"
-              ? onHandle(handle, { _tag: "Barrier" }, handle.file.setStat(set))
+              ? onHandle(request, handle, { _tag: "Barrier" }, handle.file.setStat(set))
               : fs.setStat(handle.path, set)
           )
         }
@@ -525,18 +634,18 @@ export const serve = (
         case FXP.READDIR: {
           const handle = anyHandle(reader)
           return handle?._tag === "Directory"
-            ? onHandle(handle, { _tag: "Barrier" }, readDirectory(id, handle))
+            ? onHandle(request, handle, { _tag: "Barrier" }, readDirectory(id, handle))
             : invalidHandle
         }
         case FXP.REMOVE:
-          return statusReply(id, fs.remove(reader.string()))
+          return okReply(id, fs.remove(reader.string()))
         case FXP.MKDIR: {
           const path = reader.string()
           const { permissions } = readAttributes(reader)
-          return statusReply(id, fs.makeDirectory(path, permissions === undefined ? 0o777 : permissions & 0o7777))
+          return okReply(id, fs.makeDirectory(path, permissions === undefined ? 0o777 : permissions & 0o7777))
         }
         case FXP.RMDIR:
-          return statusReply(id, fs.removeDirectory(reader.string()))
+          return okReply(id, fs.removeDirectory(reader.string()))
         case FXP.REALPATH: {
           const path = reader.string()
           return nameReply(id, fs.realPath(path === "" ? "." : path))
@@ -544,7 +653,7 @@ export const serve = (
         case FXP.RENAME: {
           const from = reader.string()
           const to = reader.string()
-          return statusReply(id, fs.rename(from, to))
+          return okReply(id, fs.rename(from, to))
         }
         case FXP.READLINK:
           return nameReply(id, fs.readLink(reader.string()))
@@ -553,10 +662,10 @@ export const serve = (
           // draft's order, and what every OpenSSH-compatible client does (OpenSSH PROTOCOL §4.1).
           const target = reader.string()
           const linkPath = reader.string()
-          return statusReply(id, fs.symlink(target, linkPath))
+          return okReply(id, fs.symlink(target, linkPath))
         }
         case FXP.EXTENDED:
-          return extended(id, reader)
+          return extended(request, reader)
         default:
           return Effect.fail(new Status(FX.OP_UNSUPPORTED))
       }
@@ -566,58 +675,69 @@ export const serve = (
     let inFlight = 0
     /** The reader stopped because every slot was taken; a finishing request restarts it. */
     let waitingForSlot = false
+    /** Called once no request is in flight (the end of the session waits for that). */
+    let onAllAnswered: (() => void) | undefined = undefined
 
     const malformed = (error: MalformedPacket) =>
       new SftpSessionError({ reason: "Malformed", detail: error.detail, cause: error })
 
-    /**
-     * Runs a job and sends its reply, in its handle's reply order. The packet's buffer goes back to
-     * the pool once the job is done with it — not when interrupted: the sandbox may still be
-     * reading it then. The request keeps its slot until the output has room for more replies.
-     */
-    const answer = (id: number, job: Job, packet: Buffer, turn: ReplyTurn | undefined): Effect.Effect<void> => {
-      const deliver = (reply: Reply): Effect.Effect<void> => {
-        const send = Effect.sync(() => {
-          framer.release(packet)
-          out.send(reply)
-          turn?.done.unsafeOpen()
-        })
-        return Effect.zipRight(
-          turn?.previous === undefined ? send : Effect.zipRight(turn.previous.await, send),
-          out.ready
-        )
-      }
-      return Effect.matchCauseEffect(job, {
-        onSuccess: deliver,
-        onFailure: (cause) => {
-          const failure = Cause.failureOption(cause)
-          if (failure._tag === "Some") {
-            const status = failure.value instanceof Status ? failure.value : statusOf(failure.value)
-            return deliver(encodeStatus(id, status.code, status.message))
-          }
-          if (Cause.isInterruptedOnly(cause)) return Effect.interrupt
-          return Effect.zipRight(
-            Effect.logWarning("SFTP request failed unexpectedly", cause),
-            deliver(encodeStatus(id, FX.FAILURE, statusMessages[FX.FAILURE]))
+    /** A job's reply: its result, or the status its failure maps to. */
+    const replyOf = (id: number, job: Job): Effect.Effect<Reply> =>
+      Effect.catchAllCause(job, (cause) => {
+        const failure = Cause.failureOption(cause)
+        if (failure._tag === "Some") {
+          return Effect.succeed(
+            statusReply(id, failure.value instanceof Status ? failure.value : statusOf(failure.value))
           )
         }
-      }).pipe(
-        Effect.ensuring(Effect.sync(() => {
-          turn?.done.unsafeOpen()
-          inFlight--
-          if (waitingForSlot) {
-            waitingForSlot = false
-            drive()
-          }
-        }))
-      )
+        if (Cause.isInterruptedOnly(cause)) return Effect.interrupt
+        return Effect.as(
+          Effect.logWarning("SFTP request failed unexpectedly", cause),
+          statusReply(id, new Status(FX.FAILURE))
+        )
+      })
+
+    /** Runs `reply` in a fiber of the session, then `then` (not when the session interrupts it). */
+    const runThen = (reply: Effect.Effect<Reply>, then: (reply: Reply) => void): void => {
+      runFork(Effect.flatMap(reply, (value) => Effect.sync(() => then(value))))
+    }
+
+    /** `request`'s reply is ready: it goes out in its handle's reply order. */
+    const settle = (request: Request, reply: Reply): void => {
+      if (abandoned) return
+      if (request.turn === undefined) deliver(request, reply)
+      else request.ordering!.settle(request.turn, () => deliver(request, reply))
+    }
+
+    /**
+     * Sends a reply. The packet's buffer goes back to the pool now that the request is done with it
+     * (a session torn down leaves it: the sandbox may still be reading it). The request keeps its
+     * slot until the output has room for more replies.
+     */
+    const deliver = (request: Request, reply: Reply): void => {
+      framer.release(request.packet)
+      out.send(reply)
+      out.whenReady(requestDone)
+    }
+
+    const requestDone = (): void => {
+      inFlight--
+      if (inFlight === 0 && onAllAnswered !== undefined) {
+        const f = onAllAnswered
+        onAllAnswered = undefined
+        f()
+      }
+      if (waitingForSlot) {
+        waitingForSlot = false
+        drive()
+      }
     }
 
     // --- packets -------------------------------------------------------------------------------
 
     const runFork = yield* FiberSet.runtime(fibers)<never>()
 
-    /** Handles one packet synchronously: answers INIT, or starts the request's fiber. */
+    /** Handles one packet synchronously: answers INIT, or starts the request. */
     const dispatch = (packet: Buffer): void => {
       const reader = new Reader(packet)
       const type = reader.uint8()
@@ -629,11 +749,10 @@ export const serve = (
         return
       }
       if (type === FXP.INIT) throw new MalformedPacket("INIT after initialization")
-      const id = reader.uint32()
-      turn = undefined
-      const job = prepare(type, id, reader)
+      const request: Request = { id: reader.uint32(), packet, ordering: undefined, turn: undefined }
       inFlight++
-      runFork(answer(id, job, packet, turn))
+      const job = prepare(type, request, reader)
+      if (job !== undefined) runThen(replyOf(request.id, job), (reply) => settle(request, reply))
     }
 
     // The input is taken by hand, chunk by chunk from its "data" events, rather than through
@@ -740,6 +859,9 @@ export const serve = (
     })
     yield* Deferred.await(finished)
     // The client has ended its side: answer what it asked, then hand the replies on.
-    yield* FiberSet.awaitEmpty(fibers)
+    yield* Effect.async<void>((resume) => {
+      if (inFlight === 0) resume(Effect.void)
+      else onAllAnswered = () => resume(Effect.void)
+    })
     yield* out.flushed
   }).pipe(Effect.scoped)
