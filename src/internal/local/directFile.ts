@@ -177,8 +177,9 @@ export const make = (fd: number, path: string): DirectFile => {
     const lent = total <= ReadBuffers.SLAB_BYTES ? ReadBuffers.reserve(total) : undefined
     const buffer = lent?.buffer ?? Buffer.allocUnsafe(total)
     reading = true
+    // `reading` stays set while the requests are told: those they let in queue up and go out
+    // together in the next call.
     Fs.read(fd, buffer, 0, total, run[0]!.offset, (error, bytesRead) => {
-      reading = false
       let start = 0
       const failed = error ? fromNodeError("read", path)(error) : undefined
       for (const request of run) {
@@ -193,6 +194,7 @@ export const make = (fd: number, path: string): DirectFile => {
         start += request.length
       }
       if (lent) ReadBuffers.release(lent)
+      reading = false
       flushReads()
     })
   }
@@ -203,15 +205,20 @@ export const make = (fd: number, path: string): DirectFile => {
     request.done(error)
   }
   let writing = false
+  const nextWrite = () => {
+    writing = false
+    flushWrites()
+  }
   const flushWrites = (): void => {
     if (writing || writes.length === 0) return
     const run = writes.splice(0, adjacentRun(writes, (w) => w.offset, (w) => w.data.length))
+    // `writing` stays set while the requests are told: those they let in (a caller answering one
+    // sends the next) queue up and go out together in the next call.
     const onWritten = (error: NodeJS.ErrnoException | null, written: number) => {
-      writing = false
       if (error) {
         const failed = fromNodeError("write", path)(error)
         for (const request of run) finishWrite(request, failed)
-        return flushWrites()
+        return nextWrite()
       }
       // the requests written whole are done; the rest go back to the front of the queue
       let left = written
@@ -221,7 +228,7 @@ export const make = (fd: number, path: string): DirectFile => {
         if (written === 0) {
           const failed = failure("write", "EIO", "the write made no progress")
           for (const request of run) finishWrite(request, failed)
-          return flushWrites()
+          return nextWrite()
         }
         const partial = run[whole]!
         writes.unshift(
@@ -230,7 +237,7 @@ export const make = (fd: number, path: string): DirectFile => {
         )
       }
       for (let i = 0; i < whole; i++) finishWrite(run[i]!, undefined)
-      flushWrites()
+      nextWrite()
     }
     writing = true
     if (run.length === 1) {

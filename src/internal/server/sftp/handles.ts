@@ -84,9 +84,14 @@ export class Ordering {
     turn.deliver = deliver
     while (this.head !== undefined && this.head.deliver !== undefined) {
       const first = this.head
+      const send = first.deliver!
       this.head = first.next
       if (this.head === undefined) this.tail = undefined
-      first.deliver!()
+      // A turn may have been promoted to the old generation while it waited; as garbage there it
+      // would keep every later turn (and their replies' buffers) alive until a full GC.
+      first.next = undefined
+      first.deliver = undefined
+      send()
     }
   }
 
