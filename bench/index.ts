@@ -286,32 +286,41 @@ const main = Effect.gen(function*() {
     const sl = got(t.sftpListener)
     const ss = got(t.sftpStdio)
     const sIso = t.sftpIsolation
-    const sftpRows: Array<readonly [string, Measured<unknown>, Samples | undefined, "put" | "get"]> = [
-      [`SFTP write ${sm} MiB: SftpClient.write (whole file)`, t.sftpClient, sc?.write, "put"],
-      [`SFTP write ${sm} MiB: SftpClient.writeSink (stream)`, t.sftpClient, sc?.writeSink, "put"],
-      [`SFTP read ${sm} MiB: SftpClient.read (whole file)`, t.sftpClient, sc?.read, "get"],
-      [`SFTP read ${sm} MiB: SftpClient.readStream (stream)`, t.sftpClient, sc?.readStream, "get"],
-      [`OpenSSH sftp put ${sm} MiB -> our TCP listener`, t.sftpListener, sl?.put, "put"],
-      [`OpenSSH sftp get ${sm} MiB <- our TCP listener`, t.sftpListener, sl?.get, "get"],
+    /** Against OpenSSH's default requests (e, f) or its 32 KiB ones (k, l). */
+    const usual = { section: t.sftpAnchor, samples: sa, tags: { put: "e", get: "f" } }
+    const small = { section: t.sftpSmallAnchor, samples: got(t.sftpSmallAnchor), tags: { put: "k", get: "l" } }
+    const ssl = got(t.sftpSmallListener)
+    const sftpRows: Array<
+      readonly [string, Measured<unknown>, Samples | undefined, "put" | "get", typeof usual]
+    > = [
+      [`SFTP write ${sm} MiB: SftpClient.write (whole file)`, t.sftpClient, sc?.write, "put", usual],
+      [`SFTP write ${sm} MiB: SftpClient.writeSink (stream)`, t.sftpClient, sc?.writeSink, "put", usual],
+      [`SFTP read ${sm} MiB: SftpClient.read (whole file)`, t.sftpClient, sc?.read, "get", usual],
+      [`SFTP read ${sm} MiB: SftpClient.readStream (stream)`, t.sftpClient, sc?.readStream, "get", usual],
+      [`OpenSSH sftp put ${sm} MiB -> our TCP listener`, t.sftpListener, sl?.put, "put", usual],
+      [`OpenSSH sftp get ${sm} MiB <- our TCP listener`, t.sftpListener, sl?.get, "get", usual],
+      [`OpenSSH sftp -B 32768 put ${sm} MiB -> our TCP listener`, t.sftpSmallListener, ssl?.put, "put", small],
+      [`OpenSSH sftp -B 32768 get ${sm} MiB <- our TCP listener`, t.sftpSmallListener, ssl?.get, "get", small],
       [
         isNotMeasured(t.sftpStdio)
           ? `OpenSSH sftp put/get ${sm} MiB <-> serve --stdio`
           : `OpenSSH sftp put ${sm} MiB -> serve --stdio`,
         t.sftpStdio,
         ss?.put,
-        "put"
+        "put",
+        usual
       ],
-      [`OpenSSH sftp get ${sm} MiB <- serve --stdio`, t.sftpStdio, ss?.get, "get"]
+      [`OpenSSH sftp get ${sm} MiB <- serve --stdio`, t.sftpStdio, ss?.get, "get", usual]
     ]
-    for (const [label, section, samples, way] of sftpRows) {
+    for (const [label, section, samples, way, against] of sftpRows) {
       // A section not measured at all gets one row, not one per direction.
       if (isNotMeasured(section) && way === "get" && section === t.sftpStdio) continue
       rows.push(
         isNotMeasured(section)
           ? notMeasuredRow(label, sIso, section.notMeasured, speedTarget)
-          : isNotMeasured(t.sftpAnchor)
-          ? notMeasuredRow(label, sIso, t.sftpAnchor.notMeasured, speedTarget)
-          : transferRow(label, sIso, samples, sm, sa?.[way], way === "put" ? "e" : "f", sm)
+          : isNotMeasured(against.section)
+          ? notMeasuredRow(label, sIso, against.section.notMeasured, speedTarget)
+          : transferRow(label, sIso, samples, sm, against.samples?.[way], against.tags[way], sm)
       )
     }
     const cat = got(t.cat)
@@ -502,7 +511,9 @@ const main = Effect.gen(function*() {
     "ControlMaster, whole process; ours: client.spawn, its stdin fed 64 KiB chunks from a Stream / its stdout drained;",
     "(i) `ssh host true` on a new connection to sshd, interleaved with ours (both via the real `ssh` client);",
     "(j) bench/attach.ts: a key typed on a PTY running `ssh -tt host /bin/sh -l` until its echo (ours: the same through",
-    "`sandbox-ssh attach` on a PTY, and client.attach with in-memory terminal streams).",
+    "`sandbox-ssh attach` on a PTY, and client.attach with in-memory terminal streams);",
+    "(k) `sftp -B 32768 put`, (l) `sftp -B 32768 get`: as (e) and (f) with 32 KiB requests (paramiko's and ssh2's",
+    "`fastGet`'s size; OpenSSH's own default is 255 KiB against a server that offers it, as ours and sshd do).",
     "RSS growth: child process (node --expose-gc), max RSS sampled every 5 ms minus RSS just before, per direction.",
     "",
     "spread (p10 / median / p90, n):"
@@ -546,6 +557,10 @@ const main = Effect.gen(function*() {
   spread("sftp get <- serve --stdio", ss?.get)
   spread("anchor (e) sftp put", sa?.put)
   spread("anchor (f) sftp get", sa?.get)
+  spread("sftp -B 32768 put -> our listener", got(t?.sftpSmallListener)?.put)
+  spread("sftp -B 32768 get <- our listener", got(t?.sftpSmallListener)?.get)
+  spread("anchor (k) sftp -B 32768 put", got(t?.sftpSmallAnchor)?.put)
+  spread("anchor (l) sftp -B 32768 get", got(t?.sftpSmallAnchor)?.get)
   spread("ours cat up", cat?.oursUp)
   spread("ours head down", cat?.oursDown)
   spread("anchor (g) cat up", cat?.anchorUp)
@@ -577,7 +592,18 @@ const main = Effect.gen(function*() {
     t === undefined ? "transfers/connections/memory (see io:)" : undefined,
     ...(t === undefined
       ? []
-      : [t.sftpClient, t.sftpAnchor, t.sftpListener, t.sftpStdio, t.cat, t.connect, t.cliVersion, t.memory])
+      : [
+        t.sftpClient,
+        t.sftpAnchor,
+        t.sftpListener,
+        t.sftpStdio,
+        t.sftpSmallAnchor,
+        t.sftpSmallListener,
+        t.cat,
+        t.connect,
+        t.cliVersion,
+        t.memory
+      ])
       .map((m) => isNotMeasured(m) ? m.notMeasured : undefined),
     typeof attach === "string" ? `keystroke latency: ${attach.replace(/^not measured: /, "")}` : undefined
   ].filter((x) => x !== undefined)

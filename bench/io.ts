@@ -7,6 +7,8 @@
  *   ProxyCommand), vs OpenSSH's `sftp` through the anchor's ControlMaster to sshd. Files live in
  *   a tmpfs (`/dev/shm`), which is also the SFTP sandbox's root. Each `sftp put`/`get` is timed
  *   alone on an open session (bench/opensshSftp.ts), so connection set-up is not in the figure.
+ *   The same with 32 KiB requests (`sftp -B 32768`, the size paramiko and ssh2's `fastGet` use),
+ *   to our listener and to sshd.
  * - Streaming exec of `BENCH_CAT_MIB` MiB: `client.spawn("cat > /dev/null")` fed from a Stream and
  *   `client.spawn("head -c N /dev/zero")` drained, vs `head -c N /dev/zero | ssh host 'cat >
  *   /dev/null'` and `ssh host 'head -c N /dev/zero' > /dev/null` over the ControlMaster.
@@ -47,6 +49,9 @@ const MiB = 1024 * 1024
 const repo = fileURLToPath(new URL("..", import.meta.url))
 const cliBin = path.join(repo, "bin", "sandbox-ssh.js")
 const cliBundle = path.join(repo, "dist", "cli.cjs")
+/** The request size of the small-request `sftp` rows: `sftp -B`, paramiko's and ssh2's `fastGet`'s. */
+const SMALL_REQUEST = 32768
+
 /** Host key alias of our servers in the ssh config (one host key for all of them). */
 const ALIAS = "sandbox-ssh-bench"
 
@@ -115,6 +120,12 @@ export interface IoResults {
   readonly sftpListener: Measured<PutGet>
   /** OpenSSH `sftp` through `serve --stdio` as ProxyCommand. */
   readonly sftpStdio: Measured<PutGet>
+  /**
+   * OpenSSH `sftp -B 32768` (32 KiB requests, as paramiko's and ssh2's `fastGet` are) to sshd through
+   * the ControlMaster, and to our TCP listener.
+   */
+  readonly sftpSmallAnchor: Measured<PutGet>
+  readonly sftpSmallListener: Measured<PutGet>
   /** ms per transfer of `catMib` MiB */
   readonly cat: Measured<{
     readonly oursUp: Samples
@@ -379,17 +390,20 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
       }
     })
     // The sessions (and serve --stdio's process) end with this section.
-    const { sftpAnchor, sftpClient, sftpListenerResult, sftpStdio } = yield* Effect.scoped(Effect.gen(function*() {
+    const sections = yield* Effect.scoped(Effect.gen(function*() {
+      const small = ["-B", String(SMALL_REQUEST)]
       const sessions = {
         anchor: yield* Effect.either(OpensshSftp.open(["-F", anchor.sshConfig], "anchor")),
         listener: yield* Effect.either(OpensshSftp.open(["-F", config], "ours-sftp")),
+        smallAnchor: yield* Effect.either(OpensshSftp.open(["-F", anchor.sshConfig, ...small], "anchor")),
+        smallListener: yield* Effect.either(OpensshSftp.open(["-F", config, ...small], "ours-sftp")),
         stdio: io.sftpStdio
           ? yield* Effect.either(OpensshSftp.open(["-F", config], "ours-stdio-sftp"))
           : Either.left(new BenchError({ message: "off by default to keep the run short; BENCH_SFTP_STDIO=1 runs it" }))
       }
-      const sides = (["anchor", "listener", "stdio"] as const).map((name) => {
+      const sides = (["anchor", "listener", "stdio", "smallAnchor", "smallListener"] as const).map((name) => {
         const session = sessions[name]
-        const remotePath = (file: string) => name === "anchor" ? file : remote(file)
+        const remotePath = (file: string) => name === "anchor" || name === "smallAnchor" ? file : remote(file)
         const put = collector()
         const get = collector()
         const target = path.join(work, `put-${name}.bin`)
@@ -449,7 +463,9 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
         yield* sftpClientOnce(record)
         if (record) yield* log(`SFTP round ${round}/${io.rounds} done`)
       }
-      const [sftpAnchor, sftpListenerResult, sftpStdio] = sides.map((s) => s.result())
+      const [sftpAnchor, sftpListenerResult, sftpStdio, sftpSmallAnchor, sftpSmallListener] = sides.map((s) =>
+        s.result()
+      )
       const clientSamples = client.samples()
       const sftpClient: IoResults["sftpClient"] = clientSamples.failures > 0 && clientSamples.times.length === 0
         ? { notMeasured: `SftpClient: ${clientSamples.firstFailure}` }
@@ -461,8 +477,9 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
           requestBytes
         }
       yield* fsTry("rm", () => fs.rmSync(src, { force: true }))
-      return { sftpAnchor, sftpClient, sftpListenerResult, sftpStdio }
+      return { sftpAnchor, sftpClient, sftpListenerResult, sftpStdio, sftpSmallAnchor, sftpSmallListener }
     }))
+    const { sftpAnchor, sftpClient, sftpListenerResult, sftpSmallAnchor, sftpSmallListener, sftpStdio } = sections
 
     // Streaming exec --------------------------------------------------------------------------
     yield* log(`streaming exec ${io.catMib} MiB x ${io.rounds} rounds (${sandbox.info.isolation})...`)
@@ -560,6 +577,8 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
       sftpAnchor,
       sftpListener: sftpListenerResult,
       sftpStdio,
+      sftpSmallAnchor,
+      sftpSmallListener,
       cat,
       connect,
       cliVersion,
