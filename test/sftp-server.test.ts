@@ -9,6 +9,7 @@ import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as Logger from "effect/Logger"
 import * as Stream from "effect/Stream"
 import { createHash, randomBytes } from "node:crypto"
 import * as Fs from "node:fs"
@@ -489,6 +490,34 @@ describe("SFTP protocol, byte by byte", () => {
         message: "Invalid handle"
       })
       assert.strictEqual(status(yield* session.call(T.MKDIR, 8, str("/a/b/c"), attrs())).code, FX_NO_SUCH_FILE)
+    }))
+
+  it.scopedLive("a file's callback that throws is answered FAILURE, logged, and the session goes on", () =>
+    Effect.gen(function*() {
+      const sandbox = yield* MemorySandbox.make({ files: { "/root/f": Buffer.from("contents") } })
+      const boom = () => {
+        throw new Error("boom in the sandbox")
+      }
+      const fs = withFiles(sandbox.fs, (file) => {
+        const callbacks = FileCallbacks.of(withCallbacks(file))!
+        return FileCallbacks.attach({ ...file }, {
+          read: (offset, length, done) => offset === 666 ? boom() : callbacks.read(offset, length, done),
+          write: (offset, data, done) => offset === 666 ? boom() : callbacks.write(offset, data, done)
+        })
+      })
+      const logged: Array<string> = []
+      const logger = Logger.make(({ message }) => logged.push(String(message)))
+      const session = yield* startSession(fs).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, logger)))
+      session.send(init)
+      const handle = handleOf(yield* session.call(T.OPEN, 1, str("/root/f"), u32(O_READ | O_WRITE), attrs()))
+      assert.deepStrictEqual(status(yield* session.call(T.READ, 2, str(handle), u64(666), u32(10))), {
+        code: FX_FAILURE,
+        message: "Failure"
+      })
+      assert.strictEqual(status(yield* session.call(T.WRITE, 3, str(handle), u64(666), str("x"))).code, FX_FAILURE)
+      const read = yield* session.call(T.READ, 4, str(handle), u64(0), u32(100))
+      assert.strictEqual(read.fields.string(), "contents")
+      assert.strictEqual(logged.filter((m) => m.includes("SFTP request failed unexpectedly")).length, 2)
     }))
 
   it.scopedLive("symlink takes the target first (OpenSSH order); rename refuses an existing target, posix-rename replaces it", () =>

@@ -493,13 +493,42 @@ export const serve = (
     const dataReply = (id: number, data: Uint8Array): Reply =>
       data.length === 0 ? statusReply(id, eof) : [encodeDataHeader(id, data.length), data]
 
+    /**
+     * Calls a file's callback form once; a call that throws before calling back is a defect of the
+     * sandbox, answered with FAILURE and logged, as a job's defect is.
+     */
+    const callFile = (
+      id: number,
+      then: (reply: Reply) => void,
+      call: (answer: (reply: Reply) => void) => void
+    ): void => {
+      let answered = false
+      const answer = (reply: Reply) => {
+        answered = true
+        then(reply)
+      }
+      try {
+        call(answer)
+      } catch (defect) {
+        // thrown by our own reply path, after the file had answered: not the file's defect
+        if (answered) {
+          throw defect
+        }
+        runFork(Effect.logWarning("SFTP request failed unexpectedly", Cause.die(defect)))
+        answer(statusReply(id, new Status(FX.FAILURE)))
+      }
+    }
+
     const readFile = (id: number, file: SandboxFile, offset: number, length: number, then: (reply: Reply) => void) => {
       const callbacks = FileCallbacks.of(file)
       if (callbacks === undefined) {
         return runThen(replyOf(id, Effect.map(file.read(offset, length), (data) => dataReply(id, data))), then)
       }
-      callbacks.read(offset, length, (error, data) =>
-        then(error === undefined ? dataReply(id, data) : statusReply(id, statusOf(error))))
+      callFile(id, then, (answer) => {
+        callbacks.read(offset, length, (error, data) => {
+          answer(error === undefined ? dataReply(id, data) : statusReply(id, statusOf(error)))
+        })
+      })
     }
 
     const writeFile = (
@@ -513,8 +542,11 @@ export const serve = (
       if (callbacks === undefined) {
         return runThen(replyOf(id, Effect.as(file.write(offset, data), ok(id))), then)
       }
-      callbacks.write(offset, data, (error) =>
-        then(error === undefined ? ok(id) : statusReply(id, statusOf(error))))
+      callFile(id, then, (answer) => {
+        callbacks.write(offset, data, (error) => {
+          answer(error === undefined ? ok(id) : statusReply(id, statusOf(error)))
+        })
+      })
     }
 
     const statvfsReply = (id: number, path: string): Job =>
