@@ -844,6 +844,23 @@ describe("SFTP protocol, byte by byte", () => {
       }))
   }
 
+  it.scopedLive("keeps no view of an input chunk it released: requests framed from it and still waiting are intact", () =>
+    Effect.gen(function*() {
+      // every chunk is scribbled over as soon as the server releases it, as a reused packet would be
+      const session = yield* startSession(yield* memoryFs, { releaseInput: (chunk) => chunk.fill(0xaa) })
+      session.send(Buffer.from(init)) // a copy: \`init\` is shared with the other tests
+      yield* waitUntil(() => session.parser.replies.length === 1, "VERSION")
+      // 100 requests in one chunk: past the 16 in flight, the rest wait, framed, after the release
+      session.send(Buffer.concat(Array.from({ length: 100 }, (_, i) => request(T.STAT, 10 + i, str("/root")))))
+      yield* waitUntil(() => session.parser.replies.length === 101, "100 replies")
+      const replies = session.parser.replies.slice(1)
+      assert.deepStrictEqual(
+        replies.map((r) => r.id).sort((a, b) => a - b),
+        Array.from({ length: 100 }, (_, i) => 10 + i)
+      )
+      assert.isTrue(replies.every((r) => r.type === T.ATTRS))
+    }))
+
   it.scopedLive("answers everything asked before the client's EOF", () =>
     Effect.gen(function*() {
       const session = yield* startSession(yield* memoryFs)

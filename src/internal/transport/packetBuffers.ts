@@ -27,6 +27,8 @@ const MAX_POOLED = 80
 
 const pool: Array<Buffer> = []
 const items = new WeakSet<ArrayBufferLike>()
+/** Items in `pool` now: one handed back twice must not be handed out twice. */
+const pooled = new WeakSet<ArrayBufferLike>()
 let reused = 0
 
 /**
@@ -41,9 +43,27 @@ export const allocate = (size: number): Buffer => {
     item = Buffer.allocUnsafeSlow(ITEM_BYTES)
     items.add(item.buffer)
   } else {
+    pooled.delete(item.buffer)
     reused++
   }
   return item.subarray(0, size)
+}
+
+const put = (buffer: ArrayBufferLike): void => {
+  if (pooled.has(buffer)) return
+  pooled.add(buffer)
+  pool.push(Buffer.from(buffer, 0, ITEM_BYTES))
+}
+
+/**
+ * Hands back the packet `bytes` lie in, if it is one of ours, for a receiver that is done with it:
+ * on the in-process pair the receiver gets the sender's very packet (decrypted in place), and a
+ * receiver that copied everything out of it and keeps no view of it may let it be reused.
+ *
+ * @internal
+ */
+export const giveBack = (bytes: Uint8Array): void => {
+  if (items.has(bytes.buffer) && pool.length < MAX_POOLED) put(bytes.buffer)
 }
 
 const sockets = new WeakSet<Net.Socket>()
@@ -62,7 +82,7 @@ export const recycleOn = (socket: Net.Socket): void => {
     if (
       Buffer.isBuffer(chunk) && items.has(chunk.buffer) && this.writableLength === 0 && pool.length < MAX_POOLED
     ) {
-      pool.push(Buffer.from(chunk.buffer, 0, ITEM_BYTES))
+      put(chunk.buffer)
     }
     return result
   } as Net.Socket["write"]

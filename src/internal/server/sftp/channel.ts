@@ -18,6 +18,7 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import type * as ssh2 from "ssh2"
 import type { Sandbox, SandboxFileSystem } from "../../../Sandbox.js"
+import * as PacketBuffers from "../../transport/packetBuffers.js"
 import { flushed } from "../../transport/writable.js"
 import { channelClosed } from "../channel.js"
 import { serve } from "./server.js"
@@ -58,8 +59,17 @@ export const serveChannel = (channel: ssh2.ServerChannel, options: SftpChannelOp
       channel.end()
       return
     }
-    // ssh2's channel copies each write into its packets before it calls back
-    yield* serve(channel, channel, { ...options, fs: fs.right, outputCopiesWrites: true }).pipe(
+    // ssh2's channel copies each write into its packets before it calls back; what it reads are
+    // views of the packets that carried them, which on the in-process pair are the sender's own
+    yield* serve(channel, channel, {
+      ...options,
+      fs: fs.right,
+      outputCopiesWrites: true,
+      releaseInput: (chunk) => {
+        // only when the server is the channel's one reader: no one else has seen the bytes yet
+        if (channel.listenerCount("data") === 1) PacketBuffers.giveBack(chunk)
+      }
+    }).pipe(
       Effect.matchCauseEffect({
         onSuccess: () =>
           Effect.sync(() => {

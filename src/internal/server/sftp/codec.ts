@@ -98,7 +98,9 @@ export class PacketFramer {
       if (length < 5) throw new MalformedPacket(`packet of ${length} bytes`)
       if (length > this.maxLength) throw new MalformedPacket(`packet of ${length} bytes exceeds ${this.maxLength}`)
       if (data.length - position >= length) {
-        out.push(data.subarray(position, position + length))
+        // a copy (from Node's shared pool, for small ones), not a view: the chunk may be reused
+        // once `push` returns (`SftpServerOptions.releaseInput`)
+        out.push(Buffer.from(data.subarray(position, position + length)))
         position += length
       } else {
         this.body = this.allocate(length)

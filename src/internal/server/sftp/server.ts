@@ -94,6 +94,11 @@ export interface SftpServerOptions {
    * them into its packets): file bytes lent for DATA replies are then reused. Default false.
    */
   readonly outputCopiesWrites?: boolean | undefined
+  /**
+   * Called with each input chunk once the server is done with it: it keeps no view of a chunk
+   * after framing it (packets are copied out). Default: nothing.
+   */
+  readonly releaseInput?: ((chunk: Uint8Array) => void) | undefined
 }
 
 /** A reply: one packet, or a DATA header followed by the data as the sandbox returned it. */
@@ -852,6 +857,7 @@ export const serve = (
         input.resume()
       }
     }
+    const releaseInput = options.releaseInput
     const onData = (chunk: Uint8Array) => {
       if (stopped) return
       try {
@@ -859,6 +865,7 @@ export const serve = (
       } catch (error) {
         return fail(error)
       }
+      releaseInput?.(chunk)
       drive()
     }
     const onEnd = () => {
