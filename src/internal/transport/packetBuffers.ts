@@ -1,5 +1,6 @@
 /**
- * Buffers for the SSH packets ssh2 sends, reused once a TCP socket has taken them.
+ * Buffers for the SSH packets ssh2 sends, reused once a TCP socket has taken them, or once the
+ * in-process receiver is done with them.
  *
  * ssh2 allocates every outgoing packet (`allocPacket`, which `padding.ts` provides for the AEAD
  * ciphers), encrypts it in place, hands it to `socket.write` and forgets it. For a download that is
@@ -7,12 +8,15 @@
  * collects only after tens of MiB of them have piled up (the process grew by ~70 MiB per GiB sent,
  * all of it such buffers at the peak).
  *
- * Large packets (bulk channel data) come from a pool here. A packet goes back to the pool only
- * from `socket.write` of a socket set up with `recycleOn`, and only when that write left nothing
- * in the socket: Node then wrote it to the kernel synchronously and keeps no reference to it (a
- * write that has to wait keeps the buffer until it is done, and counts in `writableLength`).
- * Packets written anywhere else (an in-process pair, a pipe of ours, a write that waited) are left
- * to the garbage collector, as before.
+ * Large packets (bulk channel data) come from a pool here. A packet goes back to the pool in two
+ * ways, and never otherwise:
+ * - from `socket.write` of a socket set up with `recycleOn`, when that write left nothing in the
+ *   socket: Node then wrote it to the kernel synchronously and keeps no reference to it (a write
+ *   that has to wait keeps the buffer until it is done, and counts in `writableLength`);
+ * - from `giveBack`, by a receiver on the in-process pair, which gets the sender's very buffer
+ *   (decrypted in place) and has copied everything out of it (the SFTP server's input).
+ * Packets written anywhere else (a pipe of ours, a write that waited, in-process data nobody hands
+ * back) are left to the garbage collector, as before.
  *
  * @internal
  */
