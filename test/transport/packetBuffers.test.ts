@@ -4,7 +4,9 @@
  * packet as written even when its buffer was refilled for the next one.
  */
 import { assert, describe, it } from "@effect/vitest"
+import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
+import * as Stream from "effect/Stream"
 import { randomBytes } from "node:crypto"
 import * as Net from "node:net"
 import * as PacketBuffers from "../../src/internal/transport/packetBuffers.js"
@@ -121,5 +123,26 @@ describe("PacketBuffers", () => {
       // one is an earlier one, handed back (193 measured; none without the hand-back)
       assert.isAtLeast(PacketBuffers.stats().reused - reused, 150)
       assert.isTrue(Buffer.from(yield* sftp.read("/root/up.bin")).equals(data))
+    }))
+
+  it.scopedLive("an in-process whole-file read hands the server's packets back once it copied them; a stream's are kept", () =>
+    Effect.gen(function*() {
+      const sandbox = yield* MemorySandbox.make()
+      const client = yield* SandboxSsh.make(sandbox).openClient()
+      const sftp = yield* client.sftp()
+      const data = randomBytes(8 * 1024 * 1024 + 3)
+      yield* sftp.write("/root/down.bin", data)
+      const reused = PacketBuffers.stats().reused
+      const [whole, streamed] = yield* Effect.all([
+        sftp.read("/root/down.bin"),
+        // at the same time on the same session: packets may carry bytes of both
+        Stream.runCollect(sftp.readStream("/root/down.bin")).pipe(
+          Effect.map((chunks) => Buffer.concat(Chunk.toArray(chunks)))
+        )
+      ], { concurrency: 2 })
+      assert.isTrue(Buffer.from(whole).equals(data))
+      assert.isTrue(streamed.equals(data), "the stream's views were not overwritten")
+      // the whole-file read's 256 packets, less a window's worth and those shared with the stream
+      assert.isAtLeast(PacketBuffers.stats().reused - reused, 100)
     }))
 })

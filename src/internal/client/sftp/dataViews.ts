@@ -19,6 +19,7 @@
  * @internal
  */
 import type * as ssh2 from "ssh2"
+import * as PacketBuffers from "../../transport/packetBuffers.js"
 
 const FXP_DATA = 103
 /** What decides a packet's fate: uint32 length, byte type, uint32 request id. */
@@ -27,7 +28,33 @@ const PREFIX = 9
 const DATA_HEADER = 13
 const EOF = 1
 
-type Callback = (error: Error | undefined, views: ReadonlyArray<Buffer>) => void
+/**
+ * `release`: the consumer has copied the views and keeps none of them, so the packets they lie in
+ * may be reused (see `Carrier`). A consumer that keeps views (a stream's) never calls it.
+ */
+type Callback = (error: Error | undefined, views: ReadonlyArray<Buffer>, release: () => void) => void
+
+const noRelease = () => {}
+
+/**
+ * A payload the reader took views of. On the in-process pair a payload lies in the sender's own
+ * packet buffer. Once every reply holding views of it has been released and none of its bytes went
+ * to ssh2 (whose parser keeps views: handles, names), the buffer goes back to the packet pool
+ * (`PacketBuffers.giveBack`, which ignores buffers that are not its own, as every TCP read is).
+ */
+interface Carrier {
+  readonly bytes: Buffer
+  /** Replies holding views of it, not yet released. */
+  holders: number
+  /** Some of its bytes went to ssh2's parser. */
+  shared: boolean
+  /** Still being read through. */
+  open: boolean
+}
+
+const settleCarrier = (carrier: Carrier) => {
+  if (carrier.holders === 0 && !carrier.open && !carrier.shared) PacketBuffers.giveBack(carrier.bytes)
+}
 
 interface PendingRequest {
   buffer?: unknown
@@ -65,6 +92,8 @@ interface Collecting {
   readonly wants: Wanted
   left: number
   readonly views: Array<Buffer>
+  /** The payloads the views lie in, each once. */
+  readonly carriers: Array<Carrier>
 }
 
 /**
@@ -94,7 +123,7 @@ export const install = (sftp: ssh2.SFTPWrapper): boolean => {
     const request = internals._requests?.[id]
     const wants = request === undefined ? undefined : wanted.get(request)
     if (request === undefined || wants === undefined || dataLength > wants.length) return undefined
-    return { id, request, wants, left: dataLength, views: [] }
+    return { id, request, wants, left: dataLength, views: [], carriers: [] }
   }
 
   const complete = (done: Collecting) => {
@@ -104,7 +133,15 @@ export const install = (sftp: ssh2.SFTPWrapper): boolean => {
     delete requests[done.id]
     wanted.delete(done.request)
     intercepted++
-    done.wants.deliver(undefined, done.views)
+    let released = false
+    done.wants.deliver(undefined, done.views, () => {
+      if (released) return
+      released = true
+      for (const carrier of done.carriers) {
+        carrier.holders--
+        settleCarrier(carrier)
+      }
+    })
   }
 
   const start = (found: Collecting) => {
@@ -115,6 +152,7 @@ export const install = (sftp: ssh2.SFTPWrapper): boolean => {
   internals.push = (data: Buffer | null): unknown => {
     if (data === null) return parse(null)
     let result: unknown = undefined
+    const carrier: Carrier = { bytes: data, holders: 0, shared: false, open: true }
     const forward = (bytes: Buffer) => {
       if (bytes.length > 0 && parse(bytes) === false) result = false
     }
@@ -125,6 +163,10 @@ export const install = (sftp: ssh2.SFTPWrapper): boolean => {
       if (collecting !== undefined) {
         const n = Math.min(collecting.left, length - p)
         collecting.views.push(data.subarray(p, p + n))
+        if (collecting.carriers[collecting.carriers.length - 1] !== carrier) {
+          collecting.carriers.push(carrier)
+          carrier.holders++
+        }
         collecting.left -= n
         p += n
         if (collecting.left === 0) {
@@ -143,6 +185,7 @@ export const install = (sftp: ssh2.SFTPWrapper): boolean => {
       }
       // a packet starts here, or its start is in `head`
       if (runStart >= 0) {
+        carrier.shared = true
         forward(data.subarray(runStart, p))
         runStart = -1
       }
@@ -181,7 +224,12 @@ export const install = (sftp: ssh2.SFTPWrapper): boolean => {
       forward(Buffer.from(head.subarray(0, held)))
       forwardLeft = Math.max(0, 4 + packetLength - held)
     }
-    if (runStart >= 0) forward(data.subarray(runStart, p))
+    if (runStart >= 0) {
+      carrier.shared = true
+      forward(data.subarray(runStart, p))
+    }
+    carrier.open = false
+    settleCarrier(carrier)
     return result
   }
   installed.add(sftp)
@@ -196,7 +244,8 @@ const isEof = (error: unknown) => (error as { code?: unknown } | undefined)?.cod
 /**
  * Sends READ for `length` bytes (at most the session's read length) at `position`; `callback` gets
  * the bytes as one or more views, fewer bytes at the end of the file and none past it, or ssh2's
- * error. Returns whether the request was taken over.
+ * error, and a `release` to call once the views are copied and dropped. Returns whether the
+ * request was taken over.
  *
  * Taken over: its bytes come as views (through `install`'s reader, or as a view of the packet ssh2
  * reassembled when the reader is not in place). Not taken over (ssh2's request table looks
@@ -215,16 +264,16 @@ export const readViews = (
   if (placeholder.length < length) placeholder = Buffer.alloc(length)
   const target = placeholder
   let settled = false
-  const settle: Callback = (error, views) => {
+  const settle: Callback = (error, views, release) => {
     if (settled) return
     settled = true
-    callback(error, views)
+    callback(error, views, release)
   }
   sftp.read(handle, target, 0, length, position, (error, bytes) => {
     // only for a request that was not taken over: its bytes were just copied into the shared
     // buffer, synchronously before this call, so they are still there
-    if (error && !isEof(error)) return settle(error, [])
-    settle(undefined, error || bytes === 0 ? [] : [Buffer.from(target.subarray(0, bytes))])
+    if (error && !isEof(error)) return settle(error, [], noRelease)
+    settle(undefined, error || bytes === 0 ? [] : [Buffer.from(target.subarray(0, bytes))], noRelease)
   })
   const internals = sftp as unknown as Internals
   const id = internals._writeReqid
@@ -236,10 +285,10 @@ export const readViews = (
   // ssh2's DATA handler, without a buffer, calls back with a view of its reassembled packet
   request.buffer = undefined
   request.cb = (error: Error | undefined, data: unknown) => {
-    if (error) return isEof(error) ? settle(undefined, []) : settle(error, [])
-    if (!Buffer.isBuffer(data)) return settle(new Error("READ was answered without data"), [])
-    if (data.length > length) return settle(new Error("Received more data than requested"), [])
-    settle(undefined, data.length === 0 ? [] : [data])
+    if (error) return isEof(error) ? settle(undefined, [], noRelease) : settle(error, [], noRelease)
+    if (!Buffer.isBuffer(data)) return settle(new Error("READ was answered without data"), [], noRelease)
+    if (data.length > length) return settle(new Error("Received more data than requested"), [], noRelease)
+    settle(undefined, data.length === 0 ? [] : [data], noRelease)
   }
   wanted.set(request, { length, deliver: settle })
   return true

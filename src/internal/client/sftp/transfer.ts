@@ -52,7 +52,7 @@ export const readInto = (
       // the reply as views of the packets that carried it (dataViews.ts), copied once into place
       // rather than reassembled by ssh2 first: 3–10% faster in 3 runs of 8–12 alternating pairs
       // (`scratchpad/sftp/readalt.ts`), and half the young-generation GCs
-      readViews(session.sftp, handle, offset + start, length, (error, views) => {
+      readViews(session.sftp, handle, offset + start, length, (error, views, release) => {
         inFlight--
         if (done) return
         if (error) return finish(Effect.fail(session.error(error, "read", path)))
@@ -61,6 +61,8 @@ export const readInto = (
           target.set(view, start + bytes)
           bytes += view.length
         }
+        // copied: the packets they came in may be reused (in-process, dataViews.ts)
+        release()
         if (bytes === 0) eofAt = Math.min(eofAt, start)
         // A server may answer with less than asked without being at the end: ask for the rest.
         else if (bytes < length) retries.push([start + bytes, length - bytes])
