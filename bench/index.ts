@@ -515,16 +515,27 @@ const main = Effect.gen(function*() {
     "(k) `sftp -B 32768 put`, (l) `sftp -B 32768 get`: as (e) and (f) with 32 KiB requests (paramiko's and ssh2's",
     "`fastGet`'s size; OpenSSH's own default is 255 KiB against a server that offers it, as ours and sshd do).",
     "RSS growth: child process (node --expose-gc), max RSS sampled every 5 ms minus RSS just before, per direction.",
+    "Full GCs (in the spread below): mark-compacts of the bench process, which runs SftpClient and our listener, during",
+    "each timed transfer. A round with a run of them is V8 on a small heap counting a transfer's packet buffers against",
+    "its old-generation limit (with a 70 MB live heap they were rare), rather than our code doing more work.",
     "",
     "spread (p10 / median / p90, n):"
   ]
+  /** Each timed run's full GCs, for a few runs; for many, only their sum when there were any. */
+  const fullGcsText = (s: Samples) => {
+    const gcs = s.fullGcs ?? []
+    if (gcs.length === 0) return ""
+    if (gcs.length <= 10) return `; full GCs ${gcs.join("/")}`
+    const total = gcs.reduce((a, b) => a + b, 0)
+    return total === 0 ? "" : `; full GCs ${total} over ${gcs.length} runs`
+  }
   const spread = (label: string, s: Samples | undefined) => {
     if (s === undefined) return
     const x = summarize(s.times)
     lines.push(
       `  ${label.padEnd(34)} ${ms(x.p10).padStart(10)} / ${ms(x.median).padStart(10)} / ${
         ms(x.p90).padStart(10)
-      }, n ${x.n}${s.failures > 0 ? `; ${s.failures} failed, first: ${s.firstFailure}` : ""}`
+      }, n ${x.n}${s.failures > 0 ? `; ${s.failures} failed, first: ${s.firstFailure}` : ""}${fullGcsText(s)}`
     )
   }
   spread("ours openClient", o?.openClient)

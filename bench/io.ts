@@ -43,7 +43,7 @@ import * as OpensshSftp from "./opensshSftp.js"
 import { measureSftp } from "./sftp.js"
 import { catUp, headDown, tempDir } from "./transfers.js"
 import type { IoCounts, ProcessResult, RunCounts, Samples } from "./util.js"
-import { BenchError, failureOf, run, timed } from "./util.js"
+import { BenchError, failureOf, fullGcs, run, timed } from "./util.js"
 
 const MiB = 1024 * 1024
 const repo = fileURLToPath(new URL("..", import.meta.url))
@@ -155,6 +155,7 @@ export interface IoResults {
 /** Collects ms samples; a failed run is counted with its first reason, never timed. */
 const collector = () => {
   const times: Array<number> = []
+  const gcs: Array<number> = []
   let failures = 0
   let firstFailure: string | undefined
   const reason = (cause: Cause.Cause<unknown>) => {
@@ -164,17 +165,27 @@ const collector = () => {
   return {
     /** Runs `effect` (which yields ms); records it unless `record` is false (warm-up). */
     add: <E, R>(effect: Effect.Effect<number, E, R>, record = true) =>
-      Effect.matchCause(effect, {
-        onSuccess: (ms) => {
-          if (record) times.push(ms)
-        },
-        onFailure: (cause) => {
-          if (!record) return
-          failures++
-          firstFailure ??= reason(cause)
-        }
+      Effect.suspend(() => {
+        const before = fullGcs()
+        return Effect.matchCause(effect, {
+          onSuccess: (ms) => {
+            if (!record) return
+            times.push(ms)
+            gcs.push(fullGcs() - before)
+          },
+          onFailure: (cause) => {
+            if (!record) return
+            failures++
+            firstFailure ??= reason(cause)
+          }
+        })
       }),
-    samples: (): Samples => ({ times, failures, firstFailure })
+    /** Records a time measured elsewhere, with the full GCs during it. */
+    record: (ms: number, fullGcsDuring: number) => {
+      times.push(ms)
+      gcs.push(fullGcsDuring)
+    },
+    samples: (): Samples => ({ times, failures, firstFailure, fullGcs: gcs })
   }
 }
 
@@ -439,17 +450,18 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
       const clientData = randomBytes(bytes)
       const sftpRates = { write: collector(), read: collector(), writeSink: collector(), readStream: collector() }
       let requestBytes = ""
-      const msOf = (rate: number) => Effect.succeed((io.sftpMib / rate) * 1000)
+      const msOf = (rate: number) => (io.sftpMib / rate) * 1000
       const sftpClientOnce = (record: boolean) =>
         client.add(
           measureSftp({ mib: io.sftpMib, rounds: 1, sandbox: sftpSandbox, data: clientData }).pipe(
             Effect.tap((r) =>
-              Effect.gen(function*() {
+              Effect.sync(() => {
                 requestBytes = `requests up to ${r.maxReadLength} B read / ${r.maxWriteLength} B write`
-                yield* sftpRates.write.add(msOf(r.write), record)
-                yield* sftpRates.read.add(msOf(r.read), record)
-                yield* sftpRates.writeSink.add(msOf(r.writeSink), record)
-                yield* sftpRates.readStream.add(msOf(r.readStream), record)
+                if (!record) return
+                sftpRates.write.record(msOf(r.write), r.fullGcs.write[0]!)
+                sftpRates.read.record(msOf(r.read), r.fullGcs.read[0]!)
+                sftpRates.writeSink.record(msOf(r.writeSink), r.fullGcs.writeSink[0]!)
+                sftpRates.readStream.record(msOf(r.readStream), r.fullGcs.readStream[0]!)
               })
             ),
             Effect.as(0)

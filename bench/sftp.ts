@@ -14,6 +14,7 @@ import { createHash, randomBytes } from "node:crypto"
 import * as LocalSandbox from "../src/LocalSandbox.js"
 import type { Sandbox } from "../src/Sandbox.js"
 import * as SandboxSsh from "../src/SandboxSsh.js"
+import { fullGcs } from "./util.js"
 
 export interface SftpBenchOptions {
   /** File size in MiB. Default 256. */
@@ -44,6 +45,13 @@ export interface SftpBenchResults {
     readonly writeSink: ReadonlyArray<number>
     readonly readStream: ReadonlyArray<number>
   }
+  /** Full GCs of this process during each transfer of every round, in order. */
+  readonly fullGcs: {
+    readonly write: ReadonlyArray<number>
+    readonly read: ReadonlyArray<number>
+    readonly writeSink: ReadonlyArray<number>
+    readonly readStream: ReadonlyArray<number>
+  }
   /** The session's request sizes (from `limits@openssh.com` when the server offers it). */
   readonly maxReadLength: number
   readonly maxWriteLength: number
@@ -56,8 +64,15 @@ const median = (values: ReadonlyArray<number>) => {
   return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN
 }
 
+/** MiB/s, the value, and the full GCs during it. */
 const timedMiBs = <A, E, R>(mib: number, effect: Effect.Effect<A, E, R>) =>
-  Effect.map(Effect.timed(effect), ([duration, value]) => [mib / (Duration.toMillis(duration) / 1000), value] as const)
+  Effect.suspend(() => {
+    const before = fullGcs()
+    return Effect.map(
+      Effect.timed(effect),
+      ([duration, value]) => [mib / (Duration.toMillis(duration) / 1000), value, fullGcs() - before] as const
+    )
+  })
 
 /** Measures SFTP write and read of `mib` MiB; returns MiB/s (medians and every round). */
 export const measureSftp = (options: SftpBenchOptions = {}): Effect.Effect<SftpBenchResults, unknown> =>
@@ -86,16 +101,22 @@ export const measureSftp = (options: SftpBenchOptions = {}): Effect.Effect<SftpB
       writeSink: [] as Array<number>,
       readStream: [] as Array<number>
     }
+    const gcs = {
+      write: [] as Array<number>,
+      read: [] as Array<number>,
+      writeSink: [] as Array<number>,
+      readStream: [] as Array<number>
+    }
     for (let round = 0; round < rounds; round++) {
-      const [write] = yield* timedMiBs(mib, sftp.write(path, data))
-      const [read, bytes] = yield* timedMiBs(mib, sftp.read(path))
+      const [write, , writeGcs] = yield* timedMiBs(mib, sftp.write(path, data))
+      const [read, bytes, readGcs] = yield* timedMiBs(mib, sftp.read(path))
       yield* check(bytes)
-      const [writeSink] = yield* timedMiBs(mib, Stream.run(chunks, sftp.writeSink(path)))
+      const [writeSink, , writeSinkGcs] = yield* timedMiBs(mib, Stream.run(chunks, sftp.writeSink(path)))
       // A streaming consumer, as `sftp get` writing a file is: each chunk is compared in place
       // with the bytes written (memcmp) and let go, instead of keeping all 256 MiB to hash them
       // after, which measured the retention as much as the transfer (`npm run bench` here: 420–482
       // MiB/s collected, 507 consumed in place).
-      const [readStream, received] = yield* timedMiBs(
+      const [readStream, received, readStreamGcs] = yield* timedMiBs(
         mib,
         Stream.runFoldEffect(
           sftp.readStream(path),
@@ -115,6 +136,10 @@ export const measureSftp = (options: SftpBenchOptions = {}): Effect.Effect<SftpB
       results.read.push(read)
       results.writeSink.push(writeSink)
       results.readStream.push(readStream)
+      gcs.write.push(writeGcs)
+      gcs.read.push(readGcs)
+      gcs.writeSink.push(writeSinkGcs)
+      gcs.readStream.push(readStreamGcs)
     }
     return {
       mib,
@@ -123,6 +148,7 @@ export const measureSftp = (options: SftpBenchOptions = {}): Effect.Effect<SftpB
       writeSink: median(results.writeSink),
       readStream: median(results.readStream),
       rounds: results,
+      fullGcs: gcs,
       maxReadLength: sftp.limits.maxReadLength,
       maxWriteLength: sftp.limits.maxWriteLength
     }

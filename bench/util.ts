@@ -6,7 +6,7 @@
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import { spawn } from "node:child_process"
-import { performance } from "node:perf_hooks"
+import { performance, PerformanceObserver } from "node:perf_hooks"
 
 export class BenchError extends Data.TaggedError("BenchError")<{
   readonly message: string
@@ -55,6 +55,31 @@ export interface Samples {
   readonly times: ReadonlyArray<number>
   readonly failures: number
   readonly firstFailure?: string | undefined
+  /** Full (mark-compact) GCs of this process during each timed operation, where counted. */
+  readonly fullGcs?: ReadonlyArray<number> | undefined
+}
+
+let fullGcCount = 0
+let gcObserver: PerformanceObserver | undefined
+
+/**
+ * Full GCs of this process so far (from the first call on). A transfer that V8 interrupts with a
+ * run of them (its heap limits on a small heap count external memory allocated since the last
+ * one: every packet buffer of a transfer) is slower for it; the bench shows the count next to the
+ * times, so that such rounds can be told apart.
+ */
+export const fullGcs = (): number => {
+  if (gcObserver === undefined) {
+    gcObserver = new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) {
+        // NODE_PERFORMANCE_GC_MAJOR
+        const detail = (entry as unknown as { readonly detail?: { readonly kind?: number } }).detail
+        if (detail?.kind === 4) fullGcCount++
+      }
+    })
+    gcObserver.observe({ entryTypes: ["gc"] })
+  }
+  return fullGcCount
 }
 
 /**
