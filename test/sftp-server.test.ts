@@ -389,6 +389,18 @@ const instrumented = (fs: SandboxFileSystem, options: { readonly callbacks?: boo
   }
 }
 
+/** A session over an instrumented memory sandbox, with `/root/f` open for reading and writing. */
+const withOpenFile = (options: { readonly callbacks: boolean }) =>
+  Effect.gen(function*() {
+    const probe = instrumented(yield* memoryFs, options)
+    const session = yield* startSession(probe.fs)
+    session.send(init)
+    const handle = handleOf(
+      yield* session.call(T.OPEN, 1, str("/root/f"), u32(O_READ | O_WRITE | O_CREAT), attrs())
+    )
+    return { handle, probe, session }
+  })
+
 const handleOf = (reply: { type: number; fields: Fields }): Buffer => {
   assert.strictEqual(reply.type, T.HANDLE)
   return Buffer.from(reply.fields.bytes())
@@ -654,12 +666,7 @@ describe("SFTP protocol, byte by byte", () => {
   for (const [calls, callbacks] of fileCalls) {
     it.scopedLive(`runs a handle's disjoint writes concurrently, overlapping ones in order, and replies in order (file calls ${calls})`, () =>
       Effect.gen(function*() {
-        const probe = instrumented(yield* memoryFs, { callbacks })
-        const session = yield* startSession(probe.fs)
-        session.send(init)
-        const handle = handleOf(
-          yield* session.call(T.OPEN, 1, str("/root/f"), u32(O_READ | O_WRITE | O_CREAT), attrs())
-        )
+        const { handle, probe, session } = yield* withOpenFile({ callbacks })
         // The probe holds a write at offset 0 for 50 ms; the second write overlaps it, the third does not.
         session.send(
           request(T.WRITE, 2, str(handle), u64(0), str("AAAA")),
@@ -815,12 +822,7 @@ describe("SFTP protocol, byte by byte", () => {
 
     it.scopedLive(`answers every READ and WRITE asked before the client's EOF, each handle's in order (file calls ${calls})`, () =>
       Effect.gen(function*() {
-        const probe = instrumented(yield* memoryFs, { callbacks })
-        const session = yield* startSession(probe.fs)
-        session.send(init)
-        const handle = handleOf(
-          yield* session.call(T.OPEN, 1, str("/root/f"), u32(O_READ | O_WRITE | O_CREAT), attrs())
-        )
+        const { handle, session } = yield* withOpenFile({ callbacks })
         const chunk = (i: number) => Buffer.alloc(1000, i)
         for (let i = 0; i < 100; i++) session.send(request(T.WRITE, 10 + i, str(handle), u64(i * 1000), str(chunk(i))))
         for (let i = 0; i < 100; i++) session.send(request(T.READ, 200 + i, str(handle), u64(i * 1000), u32(1000)))

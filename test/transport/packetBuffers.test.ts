@@ -46,6 +46,13 @@ const socketPair = Effect.acquireRelease(
   (pair) => Effect.sync(() => pair.close())
 )
 
+/** An SFTP session of the in-process client to a memory sandbox, and 8 MiB + 3 B to move. */
+const inProcessSftp = Effect.gen(function*() {
+  const sandbox = yield* MemorySandbox.make()
+  const client = yield* SandboxSsh.make(sandbox).openClient()
+  return { sftp: yield* client.sftp(), data: randomBytes(8 * 1024 * 1024 + 3) }
+})
+
 describe("PacketBuffers", () => {
   it("small packets and oversized ones are plain buffers; large ones come from the pool", () => {
     const small = PacketBuffers.allocate(100)
@@ -113,10 +120,7 @@ describe("PacketBuffers", () => {
 
   it.scopedLive("an in-process SFTP upload hands the client's packets back once the server framed them", () =>
     Effect.gen(function*() {
-      const sandbox = yield* MemorySandbox.make()
-      const client = yield* SandboxSsh.make(sandbox).openClient()
-      const sftp = yield* client.sftp()
-      const data = randomBytes(8 * 1024 * 1024 + 3)
+      const { data, sftp } = yield* inProcessSftp
       const reused = PacketBuffers.stats().reused
       yield* sftp.write("/root/up.bin", data)
       // 256 packets of 32 KiB carry 8 MiB; after the first window's worth (2 MiB, 64 packets) each
@@ -127,10 +131,7 @@ describe("PacketBuffers", () => {
 
   it.scopedLive("an in-process whole-file read hands the server's packets back once it copied them; a stream's are kept", () =>
     Effect.gen(function*() {
-      const sandbox = yield* MemorySandbox.make()
-      const client = yield* SandboxSsh.make(sandbox).openClient()
-      const sftp = yield* client.sftp()
-      const data = randomBytes(8 * 1024 * 1024 + 3)
+      const { data, sftp } = yield* inProcessSftp
       yield* sftp.write("/root/down.bin", data)
       const reused = PacketBuffers.stats().reused
       const [whole, streamed] = yield* Effect.all([
