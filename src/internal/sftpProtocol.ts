@@ -105,10 +105,12 @@ export const MAX_DATA_LENGTH = MAX_PACKET_LENGTH - 1024
 /**
  * Requests processed at once; the channel is not read while this many are in flight (the rest
  * wait in the transport, still outstanding for the client). OpenSSH's `sftp` keeps 64 out.
- * `sftp-server` itself takes one at a time. Each request is a fiber, and those that wait long
- * enough are promoted to V8's old generation, where they stay until a full GC: fewer at once hold
- * less. A cold 1 GiB `put` grew the process by 66–70 MiB with 64, 56–64 with 32, 54–57 with 16
- * (`scratchpad/sftp/memcoldget.ts`, 3 A/B pairs), a `get` by 31–33 with 32 and 25 with 16.
+ * `sftp-server` itself takes one at a time. When this was chosen every request was a fiber (READ
+ * and WRITE on files that offer callbacks no longer are, `fileCallbacks.ts`), and those that
+ * waited long enough were promoted to V8's old generation, where they stayed until a full GC:
+ * fewer at once held less. A cold 1 GiB `put` grew the process by 66–70 MiB with 64, 56–64 with
+ * 32, 54–57 with 16 (`scratchpad/sftp/memcoldget.ts`, 3 A/B pairs), a `get` by 31–33 with 32 and
+ * 25 with 16.
  * Speed (`scratchpad/sftp/getab.ts`, 32 vs 16): with OpenSSH's 255 KiB requests the same (put
  * 464–491 vs 420–481 MiB/s, get 412–468 vs 464–469); with 32 KiB ones (`-B 32768`) put ~7% slower
  * (437–451 vs 396–429), get no slower (249–253 vs 257–289).
