@@ -521,11 +521,16 @@ const main = Effect.gen(function*() {
     "",
     "spread (p10 / median / p90, n):"
   ]
-  /** Each timed run's full GCs, for a few runs; for many, only their sum when there were any. */
+  /**
+   * Each timed run in the order it ran, with its full GCs, for a few runs (the quantiles before are
+   * sorted); for many, only the sum of full GCs when there were any.
+   */
   const fullGcsText = (s: Samples) => {
     const gcs = s.fullGcs ?? []
     if (gcs.length === 0) return ""
-    if (gcs.length <= 10) return `; full GCs ${gcs.join("/")}`
+    if (gcs.length <= 10 && gcs.length === s.times.length) {
+      return `; in order: ${s.times.map((t, i) => `${ms(t).trim()} (${gcs[i]} full GCs)`).join(", ")}`
+    }
     const total = gcs.reduce((a, b) => a + b, 0)
     return total === 0 ? "" : `; full GCs ${total} over ${gcs.length} runs`
   }
