@@ -15,6 +15,7 @@ import type { SftpError } from "../../../SshError.js"
 import { readViews } from "./dataViews.js"
 import * as Prefault from "./prefault.js"
 import { MAX_IN_FLIGHT, type Session } from "./session.js"
+import * as WriteRequests from "./writeRequests.js"
 
 const asBuffer = (data: Uint8Array): Buffer =>
   Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength)
@@ -128,7 +129,7 @@ export const writeFrom = (
       while (inFlight < MAX_IN_FLIGHT && next < buffer.length) {
         const length = Math.min(chunk, buffer.length - next)
         inFlight++
-        session.sftp.write(handle, buffer, next, length, offset + next, (error) => {
+        WriteRequests.write(session.sftp, handle, buffer, next, length, offset + next, (error) => {
           inFlight--
           if (done) return
           if (error) return finish(Effect.fail(session.error(error, "write", path)))
@@ -278,7 +279,7 @@ export const makeWriter = (session: Session, handle: Buffer, path: string, offse
   }
   const send = (buffer: Buffer, start: number, length: number) => {
     inFlight++
-    session.sftp.write(handle, buffer, start, length, position, (error) => {
+    WriteRequests.write(session.sftp, handle, buffer, start, length, position, (error) => {
       inFlight--
       if (error && failure === undefined) failure = session.error(error, "write", path)
       notify()
