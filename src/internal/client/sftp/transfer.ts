@@ -256,10 +256,11 @@ export const streamHandle = (
  * requests of the session's write size; no more input is taken while `MAX_IN_FLIGHT` requests are
  * unacknowledged. `finish` sends the rest and waits for every acknowledgement.
  *
- * ssh2's `write` copies the data into its request packet before returning (for at most its write
- * length, which `size` is), so small chunks are gathered in one reused staging buffer rather than
- * a fresh `Buffer.concat` per request, and a chunk of at least `size` bytes is sent from where it
- * is: no allocation per request, and the caller's chunk is free once `push` returns.
+ * A request copies its data before `send` returns (into the reused buffer of `writeRequests.ts`,
+ * or ssh2's own request buffer; for at most the write length, which `size` is), so small chunks are
+ * gathered in one reused staging buffer rather than a fresh `Buffer.concat` per request, and a
+ * chunk of at least `size` bytes is sent from where it is: the caller's chunk is free once `push`
+ * returns.
  *
  * @internal
  */
