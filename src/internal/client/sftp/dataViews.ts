@@ -11,7 +11,9 @@
  * handler would (out of the table, then its callback). Everything else goes to ssh2 unchanged and
  * in order, as slices of what arrived. The payloads are views of packets decrypted in place in
  * buffers of their own (ssh2 allocates one per packet it receives or reassembles, and our in-process
- * pair passes each packet's own buffer), so nothing writes to them afterwards.
+ * pair passes each packet's own buffer), so nothing writes to them while a view is held: the only
+ * reuse is of an in-process packet whose every reply was released by a consumer that copied it
+ * (`Carrier`).
  *
  * ssh2's request table is not public: a request is taken over only if it looks as expected right
  * after it is sent (see `readViews`); otherwise ssh2 handles it, and its bytes are copied once.
