@@ -53,21 +53,19 @@ export const allocate = (size: number): Buffer => {
   return item.subarray(0, size)
 }
 
-const put = (buffer: ArrayBufferLike): void => {
-  if (pooled.has(buffer)) return
-  pooled.add(buffer)
-  pool.push(Buffer.from(buffer, 0, ITEM_BYTES))
-}
-
 /**
- * Hands back the packet `bytes` lie in, if it is one of ours, for a receiver that is done with it:
- * on the in-process pair the receiver gets the sender's very packet (decrypted in place), and a
- * receiver that copied everything out of it and keeps no view of it may let it be reused.
+ * Hands back the packet `bytes` lie in, if it is one of ours and not in the pool already, for a
+ * holder that is done with it: a socket that wrote it (`recycleOn`), or on the in-process pair a
+ * receiver that got the sender's very packet (decrypted in place), copied everything out of it and
+ * keeps no view of it.
  *
  * @internal
  */
 export const giveBack = (bytes: Uint8Array): void => {
-  if (items.has(bytes.buffer) && pool.length < MAX_POOLED) put(bytes.buffer)
+  const buffer = bytes.buffer
+  if (!items.has(buffer) || pooled.has(buffer) || pool.length >= MAX_POOLED) return
+  pooled.add(buffer)
+  pool.push(Buffer.from(buffer, 0, ITEM_BYTES))
 }
 
 const sockets = new WeakSet<Net.Socket>()
@@ -83,11 +81,8 @@ export const recycleOn = (socket: Net.Socket): void => {
   const write = socket.write
   socket.write = function(this: Net.Socket, chunk: unknown, ...rest: Array<unknown>): boolean {
     const result = (write as (...args: Array<unknown>) => boolean).call(this, chunk, ...rest)
-    if (
-      Buffer.isBuffer(chunk) && items.has(chunk.buffer) && this.writableLength === 0 && pool.length < MAX_POOLED
-    ) {
-      put(chunk.buffer)
-    }
+    // written to the kernel at once: Node keeps no reference to it
+    if (Buffer.isBuffer(chunk) && this.writableLength === 0) giveBack(chunk)
     return result
   } as Net.Socket["write"]
 }
