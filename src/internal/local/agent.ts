@@ -595,11 +595,17 @@ const makeFile = (
       path,
       () => undefined
     )
+  /** Why a read or write is refused before it goes anywhere, if it is (both forms below). */
+  const refusal = (operation: string, offset: number, length = 0): SandboxError | undefined => {
+    if (closed) return closedError(operation)
+    if (!Number.isSafeInteger(offset) || offset < 0) return invalidArgument(operation, path, `bad offset ${offset}`)
+    if (!Number.isSafeInteger(length) || length < 0) return invalidArgument(operation, path, `bad length ${length}`)
+    return undefined
+  }
   const file: SandboxFile = {
     read: (offset, length) => {
-      if (closed) return Effect.fail(closedError("read"))
-      if (!Number.isSafeInteger(offset) || offset < 0) return invalid("read", path, `bad offset ${offset}`)
-      if (!Number.isSafeInteger(length) || length < 0) return invalid("read", path, `bad length ${length}`)
+      const refused = refusal("read", offset, length)
+      if (refused !== undefined) return Effect.fail(refused)
       if (direct !== undefined) {
         return client.whileConnected("read", path, direct.read(offset, Math.min(length, maxRead)))
       }
@@ -614,8 +620,8 @@ const makeFile = (
       )
     },
     write: (offset, data) => {
-      if (closed) return Effect.fail(closedError("write"))
-      if (!Number.isSafeInteger(offset) || offset < 0) return invalid("write", path, `bad offset ${offset}`)
+      const refused = refusal("write", offset)
+      if (refused !== undefined) return Effect.fail(refused)
       if (data.length === 0) return Effect.void
       if (direct !== undefined) return client.whileConnected("write", path, direct.write(offset, data))
       if (data.length <= maxWrite) return writePiece(offset, data)
@@ -654,23 +660,15 @@ const makeFile = (
     })
   }
   if (direct === undefined) return file
-  // the same checks as `read` and `write` above, then the direct file's own callbacks
-  const refusal = (operation: string, offset: number): SandboxError | undefined => {
-    if (closed) return closedError(operation)
-    if (!Number.isSafeInteger(offset) || offset < 0) return invalidArgument(operation, path, `bad offset ${offset}`)
-    return client.lostError(operation, path)
-  }
+  // the same checks, then the direct file's own callbacks (`whileConnected`'s check too)
   return FileCallbacks.attach(file, {
     read: (offset, length, done) => {
-      const refused = refusal("read", offset) ??
-        (Number.isSafeInteger(length) && length >= 0
-          ? undefined
-          : invalidArgument("read", path, `bad length ${length}`))
+      const refused = refusal("read", offset, length) ?? client.lostError("read", path)
       if (refused !== undefined) return done(refused, new Uint8Array(0))
       direct.callbacks.read(offset, Math.min(length, maxRead), done)
     },
     write: (offset, data, done) => {
-      const refused = refusal("write", offset)
+      const refused = refusal("write", offset) ?? client.lostError("write", path)
       if (refused !== undefined) return done(refused)
       direct.callbacks.write(offset, data, done)
     }
