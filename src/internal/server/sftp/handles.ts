@@ -17,6 +17,7 @@
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type { DirectoryEntry, SandboxFile } from "../../../Sandbox.js"
+import type { FileCallbacks } from "../../fileCallbacks.js"
 
 /** What a request does to a handle, for ordering. @internal */
 export type Access =
@@ -138,6 +139,8 @@ export interface FileHandle {
   readonly _tag: "File"
   readonly path: string
   readonly file: SandboxFile
+  /** The file's callback form of read and write, if it offers one (`fileCallbacks.ts`). */
+  readonly callbacks: FileCallbacks | undefined
   readonly append: boolean
   readonly ordering: Ordering
 }

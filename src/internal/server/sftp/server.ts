@@ -21,7 +21,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberSet from "effect/FiberSet"
 import type { Readable, Writable } from "node:stream"
-import type { DirectoryEntry, FileAttributes, OpenFlags, SandboxFile, SandboxFileSystem } from "../../../Sandbox.js"
+import type { DirectoryEntry, FileAttributes, OpenFlags, SandboxFileSystem } from "../../../Sandbox.js"
 import type { SandboxError } from "../../../SshError.js"
 import * as FileCallbacks from "../../fileCallbacks.js"
 import * as ReadBuffers from "../../readBuffers.js"
@@ -111,6 +111,9 @@ class Status {
 
 type Job = Effect.Effect<Reply, SandboxError | Status>
 
+/** How a file's callback form answers (`fileCallbacks.ts`). */
+type Done<A> = (error: SandboxError | undefined, value: A) => void
+
 /**
  * One request, from its arrival until its reply has gone out. It holds one of the session's
  * `maxInFlight` slots and its packet buffer (a WRITE's data is a view of it) until then.
@@ -144,6 +147,7 @@ export const statusOf = (error: SandboxError): Status => {
 const ok = (id: number) => encodeStatus(id, FX.OK, statusMessages[FX.OK])
 const statusReply = (id: number, status: Status) => encodeStatus(id, status.code, status.message)
 const eof = new Status(FX.EOF)
+const unexpected = new Status(FX.FAILURE)
 const invalidHandle = Effect.fail(new Status(FX.FAILURE, "Invalid handle"))
 const tooManyHandles = new Status(FX.FAILURE, "Too many open handles")
 
@@ -400,7 +404,14 @@ export const serve = (
             restore(fs.open(path, flags, permissions === undefined ? 0o666 : permissions & 0o7777)),
             (file) =>
               registerHandle(
-                { _tag: "File", path, file, append: flags.append === true, ordering: new Ordering() },
+                {
+                  _tag: "File",
+                  path,
+                  file,
+                  callbacks: FileCallbacks.of(file),
+                  append: flags.append === true,
+                  ordering: new Ordering()
+                },
                 id
               ).pipe(Effect.tapError(() => Effect.ignore(file.close)))
           )
@@ -464,13 +475,13 @@ export const serve = (
 
     const read = (request: Request, handle: FileHandle, offset: number, length: number): Job | undefined => {
       // past any file there can be (as lseek + read past the end: end of file)
-      if (!Number.isSafeInteger(offset)) return Effect.fail(new Status(FX.EOF))
+      if (!Number.isSafeInteger(offset)) return Effect.fail(eof)
       const wanted = Math.min(length, MAX_DATA_LENGTH)
       const entry = enter(request, handle, { _tag: "Read", start: offset, end: offset + wanted })
       handle.ordering.whenClear(entry, () =>
         out.reading((done) => {
           if (abandoned) return
-          readFile(request.id, handle.file, offset, wanted, (reply) => {
+          readFile(request.id, handle, offset, wanted, (reply) => {
             done()
             handle.ordering.leave(entry)
             settle(request, reply)
@@ -487,7 +498,7 @@ export const serve = (
       const entry = enter(request, handle, access)
       handle.ordering.whenClear(entry, () => {
         if (abandoned) return
-        writeFile(request.id, handle.file, offset, data, (reply) => {
+        writeFile(request.id, handle, offset, data, (reply) => {
           handle.ordering.leave(entry)
           settle(request, reply)
         })
@@ -499,59 +510,55 @@ export const serve = (
       data.length === 0 ? statusReply(id, eof) : [encodeDataHeader(id, data.length), data]
 
     /**
-     * Calls a file's callback form once; a call that throws before calling back is a defect of the
-     * sandbox, answered with FAILURE and logged, as a job's defect is.
+     * A READ's or WRITE's call to its file, and the reply it makes (`then`): by callback where the
+     * file offers it, else its Effect in a fiber of the session. A callback call that throws before
+     * answering is a defect of the sandbox, answered with FAILURE and logged, as a job's defect is.
      */
-    const callFile = (
+    const callFile = <A>(
       id: number,
-      then: (reply: Reply) => void,
-      call: (answer: (reply: Reply) => void) => void
+      viaEffect: () => Effect.Effect<A, SandboxError>,
+      viaCallback: ((done: Done<A>) => void) | undefined,
+      toReply: (value: A) => Reply,
+      then: (reply: Reply) => void
     ): void => {
+      if (viaCallback === undefined) return runThen(replyOf(id, Effect.map(viaEffect(), toReply)), then)
       let answered = false
-      const answer = (reply: Reply) => {
-        answered = true
-        then(reply)
-      }
       try {
-        call(answer)
+        viaCallback((error, value) => {
+          answered = true
+          then(error === undefined ? toReply(value) : statusReply(id, statusOf(error)))
+        })
       } catch (defect) {
         // thrown by our own reply path, after the file had answered: not the file's defect
         if (answered) {
           throw defect
         }
         runFork(Effect.logWarning("SFTP request failed unexpectedly", Cause.die(defect)))
-        answer(statusReply(id, new Status(FX.FAILURE)))
+        answered = true
+        then(statusReply(id, unexpected))
       }
     }
 
-    const readFile = (id: number, file: SandboxFile, offset: number, length: number, then: (reply: Reply) => void) => {
-      const callbacks = FileCallbacks.of(file)
-      if (callbacks === undefined) {
-        return runThen(replyOf(id, Effect.map(file.read(offset, length), (data) => dataReply(id, data))), then)
-      }
-      callFile(id, then, (answer) => {
-        callbacks.read(offset, length, (error, data) => {
-          answer(error === undefined ? dataReply(id, data) : statusReply(id, statusOf(error)))
-        })
-      })
+    const readFile = (id: number, handle: FileHandle, offset: number, length: number, then: (reply: Reply) => void) => {
+      const callbacks = handle.callbacks
+      const viaCallback = callbacks === undefined
+        ? undefined
+        : (done: Done<Uint8Array>) => callbacks.read(offset, length, done)
+      callFile(id, () => handle.file.read(offset, length), viaCallback, (data) => dataReply(id, data), then)
     }
 
     const writeFile = (
       id: number,
-      file: SandboxFile,
+      handle: FileHandle,
       offset: number,
       data: Uint8Array,
       then: (reply: Reply) => void
     ) => {
-      const callbacks = FileCallbacks.of(file)
-      if (callbacks === undefined) {
-        return runThen(replyOf(id, Effect.as(file.write(offset, data), ok(id))), then)
-      }
-      callFile(id, then, (answer) => {
-        callbacks.write(offset, data, (error) => {
-          answer(error === undefined ? ok(id) : statusReply(id, statusOf(error)))
-        })
-      })
+      const callbacks = handle.callbacks
+      const viaCallback = callbacks === undefined
+        ? undefined
+        : (done: Done<void>) => callbacks.write(offset, data, (error) => done(error, undefined))
+      callFile(id, () => handle.file.write(offset, data), viaCallback, () => ok(id), then)
     }
 
     const statvfsReply = (id: number, path: string): Job =>
@@ -730,7 +737,7 @@ export const serve = (
         if (Cause.isInterruptedOnly(cause)) return Effect.interrupt
         return Effect.as(
           Effect.logWarning("SFTP request failed unexpectedly", cause),
-          statusReply(id, new Status(FX.FAILURE))
+          statusReply(id, unexpected)
         )
       })
 
