@@ -22,6 +22,7 @@
  */
 import type * as ssh2 from "ssh2"
 import * as PacketBuffers from "../../transport/packetBuffers.js"
+import { internalsOf, type Ssh2Request } from "./ssh2Internals.js"
 
 const FXP_DATA = 103
 /** What decides a packet's fate: uint32 length, byte type, uint32 request id. */
@@ -58,26 +59,13 @@ const settleCarrier = (carrier: Carrier) => {
   if (carrier.holders === 0 && !carrier.open && !carrier.shared) PacketBuffers.giveBack(carrier.bytes)
 }
 
-interface PendingRequest {
-  buffer?: unknown
-  cb?: unknown
-}
-
-interface Internals {
-  push: (data: Buffer | null) => unknown
-  _requests?: Record<number, PendingRequest | undefined>
-  _writeReqid?: unknown
-  _pktLenBytes?: unknown
-  _pktPos?: unknown
-}
-
 /** A request sent by `readViews`: what it asked for and where its bytes go. */
 interface Wanted {
   readonly length: number
   readonly deliver: Callback
 }
 
-const wanted = new WeakMap<PendingRequest, Wanted>()
+const wanted = new WeakMap<Ssh2Request, Wanted>()
 const installed = new WeakSet<object>()
 let intercepted = 0
 
@@ -90,7 +78,7 @@ export const interceptedReplies = (): number => intercepted
 
 interface Collecting {
   readonly id: number
-  readonly request: PendingRequest
+  readonly request: Ssh2Request
   readonly wants: Wanted
   left: number
   readonly views: Array<Buffer>
@@ -105,7 +93,7 @@ interface Collecting {
  * @internal
  */
 export const install = (sftp: ssh2.SFTPWrapper): boolean => {
-  const internals = sftp as unknown as Internals
+  const internals = internalsOf(sftp)
   if (installed.has(sftp)) return true
   if (
     typeof internals.push !== "function" || typeof internals._requests !== "object" ||
@@ -277,7 +265,7 @@ export const readViews = (
     if (error && !isEof(error)) return settle(error, [], noRelease)
     settle(undefined, error || bytes === 0 ? [] : [Buffer.from(target.subarray(0, bytes))], noRelease)
   })
-  const internals = sftp as unknown as Internals
+  const internals = internalsOf(sftp)
   const id = internals._writeReqid
   const request = typeof id === "number" ? internals._requests?.[id] : undefined
   if (

@@ -14,6 +14,7 @@ import { ChannelError, ConnectionError, SftpError, type SftpErrorReason, type Ss
 import type { ClientState } from "../process.js"
 import { fromSsh2Error } from "./attributes.js"
 import * as DataViews from "./dataViews.js"
+import { internalsOf } from "./ssh2Internals.js"
 
 /**
  * Requests of one transfer in flight at once. With requests of the server's size (255 KiB from our
@@ -54,14 +55,6 @@ export interface Session {
   readonly closeHandle: (handle: Buffer, path: string) => Effect.Effect<void, SftpError>
   /** Closes every handle and ends the channel. Idempotent, never fails. */
   readonly close: Effect.Effect<void>
-}
-
-interface Internals {
-  readonly _maxReadLen?: unknown
-  readonly _maxWriteLen?: unknown
-  readonly _extensions?: unknown
-  readonly outgoing?: { readonly state?: string }
-  readonly incoming?: { readonly state?: string }
 }
 
 const requestLength = (value: unknown): number =>
@@ -109,7 +102,7 @@ const openChannel = (state: ClientState): Effect.Effect<ssh2.SFTPWrapper, SshErr
 
 const channelClosed = (sftp: ssh2.SFTPWrapper): Effect.Effect<void> =>
   Effect.async<void>((resume) => {
-    if ((sftp as unknown as Internals).incoming?.state === "closed") return resume(Effect.void)
+    if (internalsOf(sftp).incoming?.state === "closed") return resume(Effect.void)
     const done = () => resume(Effect.void)
     sftp.once("close", done)
     return Effect.sync(() => sftp.removeListener("close", done))
@@ -131,7 +124,7 @@ export const openSession = (state: ClientState): Effect.Effect<Session, SshError
   })
 
 const makeSession = (sftp: ssh2.SFTPWrapper, state: ClientState): Session => {
-  const internals = sftp as unknown as Internals
+  const internals = internalsOf(sftp)
   // reads take their replies' bytes as views of the packets that carried them (dataViews.ts)
   DataViews.install(sftp)
   let closed = false

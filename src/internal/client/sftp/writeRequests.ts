@@ -16,19 +16,11 @@
  * @internal
  */
 import type * as ssh2 from "ssh2"
+import { internalsOf } from "./ssh2Internals.js"
 
 const REQUEST_WRITE = 6
 /** ssh2's request ids wrap at this mask (`MAX_REQID`), with the same 32-bit arithmetic. */
 const MAX_REQID = 2 ** 32 - 1
-
-interface Internals {
-  _writeReqid?: unknown
-  _requests?: Record<number, { cb: (error?: Error) => void } | undefined>
-  _buffer?: unknown
-  _maxWriteLen?: unknown
-  _protocol?: { channelData?: unknown }
-  outgoing?: { id?: unknown; state?: unknown; window?: unknown; packetSize?: unknown }
-}
 
 let scratch = Buffer.alloc(0)
 let fromScratch = 0
@@ -55,7 +47,7 @@ export const write = (
   position: number,
   callback: (error: Error | undefined) => void
 ): void => {
-  const internals = sftp as unknown as Internals
+  const internals = internalsOf(sftp)
   const outgoing = internals.outgoing
   const requests = internals._requests
   const channelData = internals._protocol?.channelData
