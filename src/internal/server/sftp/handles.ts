@@ -53,6 +53,8 @@ export interface Entry {
  * @internal
  */
 export interface Turn {
+  /** The ordering it is a place in. */
+  readonly ordering: Ordering
   deliver: (() => void) | undefined
   next: Turn | undefined
 }
@@ -70,7 +72,7 @@ export class Ordering {
 
   /** Takes the next place in the reply order. Must be called synchronously in arrival order. */
   replyTurn(): Turn {
-    const turn: Turn = { deliver: undefined, next: undefined }
+    const turn: Turn = { ordering: this, deliver: undefined, next: undefined }
     if (this.tail === undefined) this.head = turn
     else this.tail.next = turn
     this.tail = turn

@@ -121,8 +121,7 @@ type Done<A> = (error: SandboxError | undefined, value: A) => void
 interface Request {
   readonly id: number
   readonly packet: Buffer
-  /** The handle's ordering and the request's place in its reply order, for a request on a handle. */
-  ordering: Ordering | undefined
+  /** Its place in its handle's reply order, for a request on a handle. */
   turn: Turn | undefined
 }
 
@@ -367,7 +366,6 @@ export const serve = (
 
     /** Registers `request` on `handle` now, in arrival order: its place in the reply order too. */
     const enter = (request: Request, handle: Handle, access: Access): Entry => {
-      request.ordering = handle.ordering
       request.turn = handle.ordering.replyTurn()
       return handle.ordering.enter(access)
     }
@@ -749,8 +747,9 @@ export const serve = (
     /** `request`'s reply is ready: it goes out in its handle's reply order. */
     const settle = (request: Request, reply: Reply): void => {
       if (abandoned) return
-      if (request.turn === undefined) deliver(request, reply)
-      else request.ordering!.settle(request.turn, () => deliver(request, reply))
+      const turn = request.turn
+      if (turn === undefined) deliver(request, reply)
+      else turn.ordering.settle(turn, () => deliver(request, reply))
     }
 
     /**
@@ -793,7 +792,7 @@ export const serve = (
         return
       }
       if (type === FXP.INIT) throw new MalformedPacket("INIT after initialization")
-      const request: Request = { id: reader.uint32(), packet, ordering: undefined, turn: undefined }
+      const request: Request = { id: reader.uint32(), packet, turn: undefined }
       inFlight++
       const job = prepare(type, request, reader)
       if (job !== undefined) runThen(replyOf(request.id, job), (reply) => settle(request, reply))
