@@ -516,8 +516,11 @@ const main = Effect.gen(function*() {
     "`fastGet`'s size; OpenSSH's own default is 255 KiB against a server that offers it, as ours and sshd do).",
     "RSS growth: child process (node --expose-gc), max RSS sampled every 5 ms minus RSS just before, per direction.",
     "Full GCs (in the spread below): mark-compacts of the bench process, which runs SftpClient and our listener, during",
-    "each timed transfer. A round with a run of them is V8 on a small heap counting a transfer's packet buffers against",
-    "its old-generation limit (with a 70 MB live heap they were rare), rather than our code doing more work.",
+    "each timed transfer. A round with a run of them is V8 (Node 20) on a small heap counting the ArrayBuffers a transfer",
+    "allocates against its old-generation limit (with a 70 MB live heap they were rare), rather than our code doing more",
+    "work; a run leaves the limit small for the transfer after it. The transfers that allocate are SftpClient.readStream",
+    "(its chunks are the consumer's) and uploads to our listener (Node allocates each socket read). V8 also pretenures",
+    "Effect's Chunk objects, which then keep readStream's chunks alive until the next full GC.",
     "",
     "spread (p10 / median / p90, n):"
   ]
