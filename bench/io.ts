@@ -106,12 +106,16 @@ export interface IoResults {
   readonly isolation: string
   /** Isolation of the sandbox used for SFTP, with the reason when it differs. */
   readonly sftpIsolation: string
-  /** `SftpClient` (ms per transfer): whole-file `write`/`read`, streaming `writeSink`/`readStream`. */
+  /**
+   * `SftpClient` (ms per transfer): whole-file `write`/`read`, streaming `writeSink`/`readStream`;
+   * and the reference `localStream` (`measureSftp`'s `localDir`: the same bytes from a host file).
+   */
   readonly sftpClient: Measured<{
     readonly write: Samples
     readonly read: Samples
     readonly writeSink: Samples
     readonly readStream: Samples
+    readonly localStream: Samples
     readonly requestBytes: string
   }>
   /** OpenSSH `sftp` through the ControlMaster to sshd. */
@@ -448,12 +452,18 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
       // `write` here (`scratchpad/sftp/wfirst.ts`: 393–489 MiB/s first, 545–611 after another).
       // OpenSSH's side reads a file written once, too.
       const clientData = randomBytes(bytes)
-      const sftpRates = { write: collector(), read: collector(), writeSink: collector(), readStream: collector() }
+      const sftpRates = {
+        write: collector(),
+        read: collector(),
+        writeSink: collector(),
+        readStream: collector(),
+        localStream: collector()
+      }
       let requestBytes = ""
       const msOf = (rate: number) => (io.sftpMib / rate) * 1000
       const sftpClientOnce = (record: boolean) =>
         client.add(
-          measureSftp({ mib: io.sftpMib, rounds: 1, sandbox: sftpSandbox, data: clientData }).pipe(
+          measureSftp({ mib: io.sftpMib, rounds: 1, sandbox: sftpSandbox, data: clientData, localDir: work }).pipe(
             Effect.tap((r) =>
               Effect.sync(() => {
                 requestBytes = `requests up to ${r.maxReadLength} B read / ${r.maxWriteLength} B write`
@@ -462,6 +472,7 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
                 sftpRates.read.record(msOf(r.read), r.fullGcs.read[0]!)
                 sftpRates.writeSink.record(msOf(r.writeSink), r.fullGcs.writeSink[0]!)
                 sftpRates.readStream.record(msOf(r.readStream), r.fullGcs.readStream[0]!)
+                sftpRates.localStream.record(msOf(r.localStream), r.fullGcs.localStream[0]!)
               })
             ),
             Effect.as(0)
@@ -486,6 +497,7 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
           read: sftpRates.read.samples(),
           writeSink: sftpRates.writeSink.samples(),
           readStream: sftpRates.readStream.samples(),
+          localStream: sftpRates.localStream.samples(),
           requestBytes
         }
       yield* fsTry("rm", () => fs.rmSync(src, { force: true }))

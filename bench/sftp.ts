@@ -4,13 +4,22 @@
  * read back are compared with those written (sha256 of the whole-file read; `readStream`'s chunks
  * each in place as they come), so a fast but wrong transfer fails.
  *
- * Standalone: `npx tsx bench/sftp.ts [MiB] [rounds] [isolation]` (LocalSandbox, isolation "none"
- * unless told).
+ * With `localDir`, also a reference that is not ours: the same bytes from a file in that directory
+ * through `@effect/platform`'s `FileSystem.stream`, consumed as `readStream`'s chunks are. It is
+ * the floor this process sets for a stream whose chunks are the consumer's own memory, with no SSH
+ * and no sandbox.
+ *
+ * Standalone: `npx tsx bench/sftp.ts [MiB] [rounds] [isolation] [localDir]` (LocalSandbox,
+ * isolation "none" unless told; the reference only with a `localDir`).
  */
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
+import * as FileSystem from "@effect/platform/FileSystem"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import { createHash, randomBytes } from "node:crypto"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
 import * as LocalSandbox from "../src/LocalSandbox.js"
 import type { Sandbox } from "../src/Sandbox.js"
 import * as SandboxSsh from "../src/SandboxSsh.js"
@@ -29,6 +38,8 @@ export interface SftpBenchOptions {
    * for V8's full GCs of it.
    */
   readonly data?: Uint8Array | undefined
+  /** A directory on the host (tmpfs) for the reference stream; no reference without it. */
+  readonly localDir?: string | undefined
 }
 
 export interface SftpBenchResults {
@@ -38,12 +49,15 @@ export interface SftpBenchResults {
   readonly read: number
   readonly writeSink: number
   readonly readStream: number
+  /** The reference stream from a local file (see above); NaN without `localDir`. */
+  readonly localStream: number
   /** Every round, MiB/s, in order. */
   readonly rounds: {
     readonly write: ReadonlyArray<number>
     readonly read: ReadonlyArray<number>
     readonly writeSink: ReadonlyArray<number>
     readonly readStream: ReadonlyArray<number>
+    readonly localStream: ReadonlyArray<number>
   }
   /** Full GCs of this process during each transfer of every round, in order. */
   readonly fullGcs: {
@@ -51,6 +65,7 @@ export interface SftpBenchResults {
     readonly read: ReadonlyArray<number>
     readonly writeSink: ReadonlyArray<number>
     readonly readStream: ReadonlyArray<number>
+    readonly localStream: ReadonlyArray<number>
   }
   /** The session's request sizes (from `limits@openssh.com` when the server offers it). */
   readonly maxReadLength: number
@@ -95,43 +110,55 @@ export const measureSftp = (options: SftpBenchOptions = {}): Effect.Effect<SftpB
       Array.from({ length: data.length / 65536 }, (_, i) => data.subarray(i * 65536, (i + 1) * 65536))
     )
 
+    // The reference's file on the host, written before any timing.
+    const local = options.localDir === undefined ? undefined : {
+      file: Path.join(options.localDir, `sftp-bench-local-${process.pid}.bin`),
+      fs: yield* Effect.provide(FileSystem.FileSystem, NodeFileSystem.layer)
+    }
+    if (local !== undefined) {
+      yield* Effect.acquireRelease(
+        Effect.try({ try: () => Fs.writeFileSync(local.file, data, { mode: 0o600 }), catch: (e) => e }),
+        () => Effect.sync(() => Fs.rmSync(local.file, { force: true }))
+      )
+    }
+    // A streaming consumer, as `sftp get` writing a file is: each chunk is compared in place with
+    // the bytes written (memcmp) and let go, instead of keeping all 256 MiB to hash them after,
+    // which measured the retention as much as the transfer (`npm run bench` here: 420–482 MiB/s
+    // collected, 507 consumed in place).
+    const consumeInPlace = <E>(stream: Stream.Stream<Uint8Array, E>) =>
+      Effect.flatMap(
+        Stream.runFoldEffect(stream, 0, (offset, chunk) =>
+          Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength).equals(
+              data.subarray(offset, offset + chunk.length)
+            )
+            ? Effect.succeed(offset + chunk.length)
+            : Effect.fail(new Error(`bytes read back at ${offset} differ from those written`))),
+        (received) =>
+          received === data.length
+            ? Effect.void
+            : Effect.fail(new Error(`read back ${received} of ${data.length} bytes`))
+      )
+
     const results = {
       write: [] as Array<number>,
       read: [] as Array<number>,
       writeSink: [] as Array<number>,
-      readStream: [] as Array<number>
+      readStream: [] as Array<number>,
+      localStream: [] as Array<number>
     }
     const gcs = {
       write: [] as Array<number>,
       read: [] as Array<number>,
       writeSink: [] as Array<number>,
-      readStream: [] as Array<number>
+      readStream: [] as Array<number>,
+      localStream: [] as Array<number>
     }
     for (let round = 0; round < rounds; round++) {
       const [write, , writeGcs] = yield* timedMiBs(mib, sftp.write(path, data))
       const [read, bytes, readGcs] = yield* timedMiBs(mib, sftp.read(path))
       yield* check(bytes)
       const [writeSink, , writeSinkGcs] = yield* timedMiBs(mib, Stream.run(chunks, sftp.writeSink(path)))
-      // A streaming consumer, as `sftp get` writing a file is: each chunk is compared in place
-      // with the bytes written (memcmp) and let go, instead of keeping all 256 MiB to hash them
-      // after, which measured the retention as much as the transfer (`npm run bench` here: 420–482
-      // MiB/s collected, 507 consumed in place).
-      const [readStream, received, readStreamGcs] = yield* timedMiBs(
-        mib,
-        Stream.runFoldEffect(
-          sftp.readStream(path),
-          0,
-          (offset, chunk) =>
-            Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength).equals(
-                data.subarray(offset, offset + chunk.length)
-              )
-              ? Effect.succeed(offset + chunk.length)
-              : Effect.fail(new Error(`bytes read back at ${offset} differ from those written`))
-        )
-      )
-      if (received !== data.length) {
-        return yield* Effect.fail(new Error(`read back ${received} of ${data.length} bytes`))
-      }
+      const [readStream, , readStreamGcs] = yield* timedMiBs(mib, consumeInPlace(sftp.readStream(path)))
       results.write.push(write)
       results.read.push(read)
       results.writeSink.push(writeSink)
@@ -140,6 +167,16 @@ export const measureSftp = (options: SftpBenchOptions = {}): Effect.Effect<SftpB
       gcs.read.push(readGcs)
       gcs.writeSink.push(writeSinkGcs)
       gcs.readStream.push(readStreamGcs)
+      if (local !== undefined) {
+        // chunks of the session's read length, as readStream's requests are
+        const chunkSize = FileSystem.Size(sftp.limits.maxReadLength)
+        const [localStream, , localStreamGcs] = yield* timedMiBs(
+          mib,
+          consumeInPlace(local.fs.stream(local.file, { chunkSize }))
+        )
+        results.localStream.push(localStream)
+        gcs.localStream.push(localStreamGcs)
+      }
     }
     return {
       mib,
@@ -147,6 +184,7 @@ export const measureSftp = (options: SftpBenchOptions = {}): Effect.Effect<SftpB
       read: median(results.read),
       writeSink: median(results.writeSink),
       readStream: median(results.readStream),
+      localStream: median(results.localStream),
       rounds: results,
       fullGcs: gcs,
       maxReadLength: sftp.limits.maxReadLength,
@@ -158,9 +196,10 @@ if (process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].re
   const mib = Number(process.argv[2] ?? 256)
   const rounds = Number(process.argv[3] ?? 3)
   const isolation = (process.argv[4] ?? "none") as "auto" | "bubblewrap" | "none"
+  const localDir = process.argv[5]
   Effect.runPromise(Effect.scoped(Effect.flatMap(
     LocalSandbox.make({ isolation }),
-    (sandbox) => measureSftp({ mib, rounds, sandbox })
+    (sandbox) => measureSftp({ mib, rounds, sandbox, localDir })
   ))).then(
     (results) => console.log(JSON.stringify(results, null, 2)),
     (error) => {
