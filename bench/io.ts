@@ -2,8 +2,8 @@
  * Transfers and real-client connections (SPEC §4), each side by side with the OpenSSH anchor in
  * the same run, interleaved round by round so that load from elsewhere on the machine hits both:
  *
- * - SFTP write/read of `BENCH_SFTP_MIB` (256) MiB: `SftpClient` (bench/sftp.ts) and OpenSSH's
- *   `sftp` against our server (in-process TCP listener, and `sandbox-ssh serve --stdio` as a
+ * - SFTP write/read of `BENCH_SFTP_MIB` (256) MiB: `SftpClient` (bench/sftp.ts, in a child process
+ *   of its own: bench/sftpChild.ts) and OpenSSH's `sftp` against our server (in-process TCP listener, and `sandbox-ssh serve --stdio` as a
  *   ProxyCommand), vs OpenSSH's `sftp` through the anchor's ControlMaster to sshd. Files live in
  *   a tmpfs (`/dev/shm`), which is also the SFTP sandbox's root. Each `sftp put`/`get` is timed
  *   alone on an open session (bench/opensshSftp.ts), so connection set-up is not in the figure.
@@ -40,7 +40,7 @@ import type { Anchor } from "./anchor.js"
 import type { MemoryResults } from "./memory.js"
 import { TRANSFERS } from "./memory.js"
 import * as OpensshSftp from "./opensshSftp.js"
-import { measureSftp } from "./sftp.js"
+import * as SftpChild from "./sftpChild.js"
 import { catUp, headDown, tempDir } from "./transfers.js"
 import type { IoCounts, ProcessResult, RunCounts, Samples } from "./util.js"
 import { BenchError, failureOf, fullGcs, run, timed } from "./util.js"
@@ -447,11 +447,8 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
         return { once, result }
       })
       const client = collector()
-      // SftpClient's payload, made once for every round: made in each round, its 256 MiB allocation
-      // set off a run of full GCs (6–13 instead of 0–2) in whichever transfer came next, always
-      // `write` here (`scratchpad/sftp/wfirst.ts`: 393–489 MiB/s first, 545–611 after another).
-      // OpenSSH's side reads a file written once, too.
-      const clientData = randomBytes(bytes)
+      // SftpClient's rounds run in a child of their own (bench/sftpChild.ts says why).
+      const sftpChild = yield* SftpChild.start({ mib: io.sftpMib, isolation: sftpMode, root: work, localDir: work })
       const sftpRates = {
         write: collector(),
         read: collector(),
@@ -463,7 +460,7 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
       const msOf = (rate: number) => (io.sftpMib / rate) * 1000
       const sftpClientOnce = (record: boolean) =>
         client.add(
-          measureSftp({ mib: io.sftpMib, rounds: 1, sandbox: sftpSandbox, data: clientData, localDir: work }).pipe(
+          sftpChild.round.pipe(
             Effect.tap((r) =>
               Effect.sync(() => {
                 requestBytes = `requests up to ${r.maxReadLength} B read / ${r.maxWriteLength} B write`
