@@ -14,7 +14,7 @@ import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import { spawn } from "node:child_process"
 import { performance } from "node:perf_hooks"
-import { BenchError } from "./util.js"
+import { BenchError, endChild } from "./util.js"
 
 const MARKER = "sftp> lpwd"
 
@@ -40,16 +40,7 @@ export const open = (
           env: options.env ?? process.env
         })
       ),
-      (c) =>
-        Effect.async<void>((resume) => {
-          if (c.exitCode !== null || c.signalCode !== null) return resume(Effect.void)
-          const timer = setTimeout(() => c.kill("SIGKILL"), 2000)
-          c.once("exit", () => {
-            clearTimeout(timer)
-            resume(Effect.void)
-          })
-          c.stdin!.end()
-        })
+      (c) => endChild(c, (c) => c.stdin!.end(), 2000)
     )
     let out = ""
     let err = ""

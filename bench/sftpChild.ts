@@ -17,7 +17,7 @@ import { randomBytes } from "node:crypto"
 import { fileURLToPath } from "node:url"
 import * as LocalSandbox from "../src/LocalSandbox.js"
 import { measureSftp, type SftpBenchResults } from "./sftp.js"
-import { BenchError } from "./util.js"
+import { BenchError, endChild } from "./util.js"
 
 export interface SftpChildParams {
   readonly mib: number
@@ -46,7 +46,8 @@ export const start = (
           serialization: "advanced"
         })
       ),
-      (child) => stop(child)
+      // it closes its sandbox once disconnected
+      (child) => endChild(child, (child) => child.disconnect(), 10_000)
     ),
     (child) => ({ round: round(child) })
   )
@@ -72,18 +73,6 @@ const round = (child: ChildProcess): Effect.Effect<SftpBenchResults, BenchError>
     child.on("exit", onExit)
     child.send("round")
     return Effect.sync(cleanup)
-  })
-
-/** Asks the child to end (it closes its sandbox), and kills it if it has not after 10 s. */
-const stop = (child: ChildProcess): Effect.Effect<void> =>
-  Effect.async<void>((resume) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
-    const timer = setTimeout(() => child.kill("SIGKILL"), 10_000)
-    child.once("exit", () => {
-      clearTimeout(timer)
-      resume(Effect.void)
-    })
-    child.disconnect()
   })
 
 const serve = (params: SftpChildParams) =>

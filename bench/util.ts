@@ -5,7 +5,7 @@
  */
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
-import { spawn } from "node:child_process"
+import { type ChildProcess, spawn } from "node:child_process"
 import { performance, PerformanceObserver } from "node:perf_hooks"
 
 export class BenchError extends Data.TaggedError("BenchError")<{
@@ -160,6 +160,21 @@ export const run = (
   })
 
 /** A failed run as a short reason, or `undefined` when it exited 0. */
+/**
+ * Ends a child the polite way (`ask`: EOF on its stdin, an IPC disconnect), then SIGKILL if it has
+ * not exited after `graceMs`; done once it exited.
+ */
+export const endChild = (child: ChildProcess, ask: (child: ChildProcess) => void, graceMs: number) =>
+  Effect.async<void>((resume) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
+    const timer = setTimeout(() => child.kill("SIGKILL"), graceMs)
+    child.once("exit", () => {
+      clearTimeout(timer)
+      resume(Effect.void)
+    })
+    ask(child)
+  })
+
 export const failureOf = (r: ProcessResult): string | undefined =>
   r.code === 0
     ? undefined
