@@ -8,6 +8,10 @@
  * full GCs, the others with none (`npm run bench` at dcd1ab7: 795 / 366 / 666 ms for 12 / 0 / 12
  * full GCs; `sftp -B 32768`: 994 / 377 / 1001 ms for 17 / 0 / 26). OpenSSH's sshd never shares a
  * heap with a client, and the memory rows run in children for the same reason.
+ *
+ * That is one cause, not the only one: in 3 of the 6 bench runs made with this child, the uploads
+ * still had runs of 5–25 full GCs, in every round of the run (the other 3 runs: none in any round).
+ * The listener's process gets into that state on its own, Node allocating every socket read.
  */
 import * as Effect from "effect/Effect"
 import * as Runtime from "effect/Runtime"
