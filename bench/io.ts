@@ -3,10 +3,11 @@
  * the same run, interleaved round by round so that load from elsewhere on the machine hits both:
  *
  * - SFTP write/read of `BENCH_SFTP_MIB` (256) MiB: `SftpClient` (bench/sftp.ts, in a child process
- *   of its own: bench/sftpChild.ts) and OpenSSH's `sftp` against our server (in-process TCP listener, and `sandbox-ssh serve --stdio` as a
- *   ProxyCommand), vs OpenSSH's `sftp` through the anchor's ControlMaster to sshd. Files live in
- *   a tmpfs (`/dev/shm`), which is also the SFTP sandbox's root. Each `sftp put`/`get` is timed
- *   alone on an open session (bench/opensshSftp.ts), so connection set-up is not in the figure.
+ *   of its own: bench/sftpChild.ts) and OpenSSH's `sftp` against our server (in-process TCP
+ *   listener, and `sandbox-ssh serve --stdio` as a ProxyCommand), vs OpenSSH's `sftp` through the
+ *   anchor's ControlMaster to sshd. Files live in a tmpfs (`/dev/shm`), which is also the SFTP
+ *   sandbox's root. Each `sftp put`/`get` is timed alone on an open session (bench/opensshSftp.ts),
+ *   so connection set-up is not in the figure.
  *   The same with 32 KiB requests (`sftp -B 32768`, the size paramiko and ssh2's `fastGet` use),
  *   to our listener and to sshd.
  * - Streaming exec of `BENCH_CAT_MIB` MiB: `client.spawn("cat > /dev/null")` fed from a Stream and
@@ -40,6 +41,7 @@ import type { Anchor } from "./anchor.js"
 import type { MemoryResults } from "./memory.js"
 import { TRANSFERS } from "./memory.js"
 import * as OpensshSftp from "./opensshSftp.js"
+import { perSftpTransfer, SFTP_TRANSFERS, type SftpTransfer } from "./sftp.js"
 import * as SftpChild from "./sftpChild.js"
 import { catUp, headDown, tempDir } from "./transfers.js"
 import type { IoCounts, ProcessResult, RunCounts, Samples } from "./util.js"
@@ -110,14 +112,7 @@ export interface IoResults {
    * `SftpClient` (ms per transfer): whole-file `write`/`read`, streaming `writeSink`/`readStream`;
    * and the reference `localStream` (`measureSftp`'s `localDir`: the same bytes from a host file).
    */
-  readonly sftpClient: Measured<{
-    readonly write: Samples
-    readonly read: Samples
-    readonly writeSink: Samples
-    readonly readStream: Samples
-    readonly localStream: Samples
-    readonly requestBytes: string
-  }>
+  readonly sftpClient: Measured<{ readonly [T in SftpTransfer]: Samples } & { readonly requestBytes: string }>
   /** OpenSSH `sftp` through the ControlMaster to sshd. */
   readonly sftpAnchor: Measured<PutGet>
   /** OpenSSH `sftp` to our in-process TCP listener. */
@@ -449,13 +444,7 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
       const client = collector()
       // SftpClient's rounds run in a child of their own (bench/sftpChild.ts says why).
       const sftpChild = yield* SftpChild.start({ mib: io.sftpMib, isolation: sftpMode, root: work, localDir: work })
-      const sftpRates = {
-        write: collector(),
-        read: collector(),
-        writeSink: collector(),
-        readStream: collector(),
-        localStream: collector()
-      }
+      const sftpRates = perSftpTransfer(() => collector())
       let requestBytes = ""
       const msOf = (rate: number) => (io.sftpMib / rate) * 1000
       const sftpClientOnce = (record: boolean) =>
@@ -465,11 +454,9 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
               Effect.sync(() => {
                 requestBytes = `requests up to ${r.maxReadLength} B read / ${r.maxWriteLength} B write`
                 if (!record) return
-                sftpRates.write.record(msOf(r.write), r.fullGcs.write[0]!)
-                sftpRates.read.record(msOf(r.read), r.fullGcs.read[0]!)
-                sftpRates.writeSink.record(msOf(r.writeSink), r.fullGcs.writeSink[0]!)
-                sftpRates.readStream.record(msOf(r.readStream), r.fullGcs.readStream[0]!)
-                sftpRates.localStream.record(msOf(r.localStream), r.fullGcs.localStream[0]!)
+                for (const transfer of SFTP_TRANSFERS) {
+                  sftpRates[transfer].record(msOf(r[transfer]), r.fullGcs[transfer][0]!)
+                }
               })
             ),
             Effect.as(0)
@@ -490,11 +477,7 @@ export const measure = (anchor: Anchor, counts: RunCounts, io: IoCounts): Effect
       const sftpClient: IoResults["sftpClient"] = clientSamples.failures > 0 && clientSamples.times.length === 0
         ? { notMeasured: `SftpClient: ${clientSamples.firstFailure}` }
         : {
-          write: sftpRates.write.samples(),
-          read: sftpRates.read.samples(),
-          writeSink: sftpRates.writeSink.samples(),
-          readStream: sftpRates.readStream.samples(),
-          localStream: sftpRates.localStream.samples(),
+          ...perSftpTransfer((transfer) => sftpRates[transfer].samples()),
           requestBytes
         }
       yield* fsTry("rm", () => fs.rmSync(src, { force: true }))

@@ -42,31 +42,24 @@ export interface SftpBenchOptions {
   readonly localDir?: string | undefined
 }
 
-export interface SftpBenchResults {
+/** What one round measures, in the order it runs them (`localStream` only with a `localDir`). */
+export const SFTP_TRANSFERS = ["write", "read", "writeSink", "readStream", "localStream"] as const
+export type SftpTransfer = typeof SFTP_TRANSFERS[number]
+
+/** `f` of each transfer, by name. */
+export const perSftpTransfer = <A>(f: (transfer: SftpTransfer) => A): { readonly [T in SftpTransfer]: A } =>
+  Object.fromEntries(SFTP_TRANSFERS.map((transfer) => [transfer, f(transfer)])) as { readonly [T in SftpTransfer]: A }
+
+/**
+ * Median MiB/s of each transfer over the rounds (`localStream`, the reference stream from a local
+ * file: NaN without `localDir`), and:
+ */
+export interface SftpBenchResults extends Readonly<Record<SftpTransfer, number>> {
   readonly mib: number
-  /** Median MiB/s of each round. */
-  readonly write: number
-  readonly read: number
-  readonly writeSink: number
-  readonly readStream: number
-  /** The reference stream from a local file (see above); NaN without `localDir`. */
-  readonly localStream: number
   /** Every round, MiB/s, in order. */
-  readonly rounds: {
-    readonly write: ReadonlyArray<number>
-    readonly read: ReadonlyArray<number>
-    readonly writeSink: ReadonlyArray<number>
-    readonly readStream: ReadonlyArray<number>
-    readonly localStream: ReadonlyArray<number>
-  }
+  readonly rounds: { readonly [T in SftpTransfer]: ReadonlyArray<number> }
   /** Full GCs of this process during each transfer of every round, in order. */
-  readonly fullGcs: {
-    readonly write: ReadonlyArray<number>
-    readonly read: ReadonlyArray<number>
-    readonly writeSink: ReadonlyArray<number>
-    readonly readStream: ReadonlyArray<number>
-    readonly localStream: ReadonlyArray<number>
-  }
+  readonly fullGcs: { readonly [T in SftpTransfer]: ReadonlyArray<number> }
   /** The session's request sizes (from `limits@openssh.com` when the server offers it). */
   readonly maxReadLength: number
   readonly maxWriteLength: number
@@ -139,52 +132,29 @@ export const measureSftp = (options: SftpBenchOptions = {}): Effect.Effect<SftpB
             : Effect.fail(new Error(`read back ${received} of ${data.length} bytes`))
       )
 
-    const results = {
-      write: [] as Array<number>,
-      read: [] as Array<number>,
-      writeSink: [] as Array<number>,
-      readStream: [] as Array<number>,
-      localStream: [] as Array<number>
-    }
-    const gcs = {
-      write: [] as Array<number>,
-      read: [] as Array<number>,
-      writeSink: [] as Array<number>,
-      readStream: [] as Array<number>,
-      localStream: [] as Array<number>
-    }
+    const results = perSftpTransfer((): Array<number> => [])
+    const gcs = perSftpTransfer((): Array<number> => [])
+    /** Times `effect` as one `transfer` of this round; its value. */
+    const measured = <A, E>(transfer: SftpTransfer, effect: Effect.Effect<A, E>) =>
+      Effect.map(timedMiBs(mib, effect), ([rate, value, fullGcsDuring]) => {
+        results[transfer].push(rate)
+        gcs[transfer].push(fullGcsDuring)
+        return value
+      })
+    // the reference's chunks are of the session's read length, as readStream's requests are
+    const localChunkSize = FileSystem.Size(sftp.limits.maxReadLength)
     for (let round = 0; round < rounds; round++) {
-      const [write, , writeGcs] = yield* timedMiBs(mib, sftp.write(path, data))
-      const [read, bytes, readGcs] = yield* timedMiBs(mib, sftp.read(path))
-      yield* check(bytes)
-      const [writeSink, , writeSinkGcs] = yield* timedMiBs(mib, Stream.run(chunks, sftp.writeSink(path)))
-      const [readStream, , readStreamGcs] = yield* timedMiBs(mib, consumeInPlace(sftp.readStream(path)))
-      results.write.push(write)
-      results.read.push(read)
-      results.writeSink.push(writeSink)
-      results.readStream.push(readStream)
-      gcs.write.push(writeGcs)
-      gcs.read.push(readGcs)
-      gcs.writeSink.push(writeSinkGcs)
-      gcs.readStream.push(readStreamGcs)
+      yield* measured("write", sftp.write(path, data))
+      yield* check(yield* measured("read", sftp.read(path)))
+      yield* measured("writeSink", Stream.run(chunks, sftp.writeSink(path)))
+      yield* measured("readStream", consumeInPlace(sftp.readStream(path)))
       if (local !== undefined) {
-        // chunks of the session's read length, as readStream's requests are
-        const chunkSize = FileSystem.Size(sftp.limits.maxReadLength)
-        const [localStream, , localStreamGcs] = yield* timedMiBs(
-          mib,
-          consumeInPlace(local.fs.stream(local.file, { chunkSize }))
-        )
-        results.localStream.push(localStream)
-        gcs.localStream.push(localStreamGcs)
+        yield* measured("localStream", consumeInPlace(local.fs.stream(local.file, { chunkSize: localChunkSize })))
       }
     }
     return {
       mib,
-      write: median(results.write),
-      read: median(results.read),
-      writeSink: median(results.writeSink),
-      readStream: median(results.readStream),
-      localStream: median(results.localStream),
+      ...perSftpTransfer((transfer) => median(results[transfer])),
       rounds: results,
       fullGcs: gcs,
       maxReadLength: sftp.limits.maxReadLength,
