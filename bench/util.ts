@@ -159,7 +159,6 @@ export const run = (
     })
   })
 
-/** A failed run as a short reason, or `undefined` when it exited 0. */
 /**
  * Ends a child the polite way (`ask`: EOF on its stdin, an IPC disconnect), then SIGKILL if it has
  * not exited after `graceMs`; done once it exited.
@@ -175,6 +174,7 @@ export const endChild = (child: ChildProcess, ask: (child: ChildProcess) => void
     ask(child)
   })
 
+/** A failed run as a short reason, or `undefined` when it exited 0. */
 export const failureOf = (r: ProcessResult): string | undefined =>
   r.code === 0
     ? undefined
