@@ -1,8 +1,8 @@
 /**
  * SFTP v3 wire format: packet framing, field readers, and reply encoders. Everything here is
- * synchronous and allocation-conscious: a packet that arrived whole in one chunk is a view on that
- * chunk (no copy), WRITE data is a view on the packet, and DATA replies are a 13-byte header sent
- * in front of the file bytes as they came from the sandbox.
+ * synchronous and allocation-conscious: a packet is copied out of the input once (so the input's
+ * chunks can be reused), WRITE data is a view on that packet, and DATA replies are a 13-byte header
+ * sent in front of the file bytes as they came from the sandbox.
  *
  * @internal
  */
@@ -26,9 +26,11 @@ const TWO_32 = 4294967296
 
 /**
  * Cuts a byte stream into packets (`uint32 length` + body). Bodies are returned without their
- * length field. A body that lies within one chunk is a view on it; one spread over chunks is
- * copied once into a buffer from a small pool (fresh 256 KiB buffers cost page faults and GC work
- * that dominated uploads), which the owner hands back with `release` once nothing reads it.
+ * length field, each a copy: the caller may reuse a chunk once `push` returns. A body that lies
+ * within one chunk is copied into a buffer of its own (from Node's shared pool, for small ones);
+ * one spread over chunks is copied once into a buffer from a small pool (fresh 256 KiB buffers cost
+ * page faults and GC work that dominated uploads), which the owner hands back with `release` once
+ * nothing reads it.
  *
  * @internal
  */
