@@ -23,6 +23,7 @@ import * as fs from "node:fs"
 import * as net from "node:net"
 import * as Path from "node:path"
 import { validTimeout } from "../internal/options.js"
+import * as InboundBuffers from "../internal/transport/inboundBuffers.js"
 import * as SandboxSsh from "../SandboxSsh.js"
 import { InvalidOptionError, SandboxError } from "../SshError.js"
 import type * as SshKeys from "../SshKeys.js"
@@ -192,7 +193,9 @@ const listen = (temporary: string, events: Queue.Queue<Event>) =>
     const server = yield* Effect.acquireRelease(
       Effect.async<net.Server, SandboxError>((resume) => {
         fs.rmSync(temporary, { force: true }) // a leftover of a dead process with our pid
-        const server = net.createServer((socket) => {
+        // paused on connect: `InboundBuffers.adopt` takes the connection over before its first read
+        const server = net.createServer({ pauseOnConnect: true }, (accepted) => {
+          const socket = InboundBuffers.adopt(accepted)
           socket.on("error", ignore)
           pending.add(socket)
           Queue.unsafeOffer(events, { _tag: "Connection", socket })

@@ -15,6 +15,7 @@ import ssh2 from "ssh2"
 import type { Sandbox } from "../../Sandbox.js"
 import { ConnectionError } from "../../SshError.js"
 import type { KeyPair } from "../../SshKeys.js"
+import * as InboundBuffers from "../transport/inboundBuffers.js"
 import * as Padding from "../transport/padding.js"
 import type { Authorization } from "./authorization.js"
 import { handleDirectTcpip } from "./forwarding.js"
@@ -100,6 +101,7 @@ export const serveTransport = (
         server.removeListener("connection", onConnection)
         // ssh2 leaves holes a hostile peer can use to exhaust memory (see guards.ts)
         guardConnection(connection, socket, runFork)
+        InboundBuffers.attach(socket, connection)
         connection.on("error", (error) => {
           Deferred.unsafeDone(
             authenticated,

@@ -18,6 +18,7 @@ import type { AuthorizedKeys, SshKeys } from "../../SshKeys.js"
 import type { ListenOptions, ServerOptions, SshServer } from "../../SshServer.js"
 import { defaultAuthorizedKeysPath, defaultHostKeyPath } from "../home.js"
 import { DEFAULT_INACTIVITY_TIMEOUT, validTimeout, validUser } from "../options.js"
+import * as InboundBuffers from "../transport/inboundBuffers.js"
 import * as PacketBuffers from "../transport/packetBuffers.js"
 import { stdioDuplex } from "../transport/stdio.js"
 import { authorizeKey } from "./authorization.js"
@@ -108,7 +109,9 @@ export const prepareServer = (
         const runFork = yield* FiberSet.makeRuntime<never>()
         const tcp = yield* Effect.acquireRelease(
           Effect.async<net.Server, SandboxError>((resume) => {
-            const tcp = net.createServer((socket) => {
+            // paused on connect: `InboundBuffers.adopt` takes the connection over before its first read
+            const tcp = net.createServer({ pauseOnConnect: true }, (accepted) => {
+              const socket = InboundBuffers.adopt(accepted)
               // ssh2 leaves Nagle on, which costs ~40 ms per exchange (FACTS.md).
               socket.setNoDelay(true)
               PacketBuffers.recycleOn(socket)

@@ -1,0 +1,330 @@
+/**
+ * Buffers for what the peer of a TCP connection sends: during an upload its SSH packets land in
+ * 1 MiB slabs that are used again, rather than in a fresh 64 KiB buffer per socket read plus
+ * ssh2's copy of every packet that straddles two reads.
+ *
+ * Why: V8 (Node 20) starts a full garbage collection once the ArrayBuffers allocated since the
+ * last one pass a limit that is small when the heap is small, and an upload allocated the whole
+ * transfer 1.5 times over (the reads, and the copies of straddling packets). A process in that
+ * state did 14–22 full collections per 256 MiB uploaded by OpenSSH `sftp` and took 700–830 ms
+ * instead of 360–450 (`scratchpad/sftp/getab.ts … put` after a forced GC); with slabs used again,
+ * 2 collections and 390–430 ms (figures in the note of the session that made this).
+ *
+ * How:
+ * - `adopt` takes over the accepted socket's handle with Node's `onread` option: each read lands
+ *   at the end of the connection's current slab. While reads are small (a terminal, the
+ *   handshake) they land in one buffer shared by all connections and are copied out at once, so
+ *   that an idle connection holds no slab; a read that fills it switches the connection to slabs,
+ *   and a small read with nothing left over switches it back.
+ * - ssh2 is fed up to the end of the last whole packet (`wholePackets.ts`): its decipher then
+ *   decrypts every packet in place and copies none. The rest waits for the next read, which lands
+ *   right after it; at the end of a slab it is copied to the start of the next one.
+ * - What ssh2 makes of those bytes are views of the slab. A slab goes back to the pool only when
+ *   none can be alive:
+ *   - bulk channel data (`CHANNEL_DATA`) to a channel that hands its chunks back (`lendTo`, the
+ *     SFTP server, which copies each one out as it arrives) is lent and counted until `giveBack`;
+ *     to any other channel (a process's stdin, a forwarded socket, which may keep them) it is
+ *     copied first;
+ *   - a slab that carried any other message (a key exchange keeps the peer's KEXINIT, user
+ *     authentication its key) or was fed while ssh2's decipher was not one `wholePackets.ts`
+ *     knows or ended inside a packet, is never used again: it is left to the garbage collector,
+ *     as every read buffer was before.
+ * The pool keeps at most `POOL_SLABS` slabs for the life of the process.
+ *
+ * @internal
+ */
+import * as Net from "node:net"
+import type { Duplex } from "node:stream"
+import type * as ssh2 from "ssh2"
+import { betweenPackets, canFrame, type Ssh2Decipher, wholeEnd } from "./wholePackets.js"
+
+/** A slab's size. */
+export const SLAB_BYTES = 1024 * 1024
+/** The least room a read is given: below it, the rest of a slab is skipped for a new one. */
+const MIN_READ = 64 * 1024
+/** The shared buffer small reads land in; a read that fills it switches to slabs. */
+const LANDING_BYTES = 64 * 1024
+/** A read below this, with nothing left over, switches a connection back to the landing buffer. */
+const SMALL_READ = 4 * 1024
+/** Slabs kept for reuse, for all connections together. */
+const POOL_SLABS = 8
+
+/** SSH message numbers (RFC 4254) whose handling keeps no view of the packet once lent or copied. */
+const CHANNEL_WINDOW_ADJUST = 93
+const CHANNEL_DATA = 94
+
+interface Slab {
+  readonly buffer: Buffer
+  /** Chunks lent to channels and not yet handed back, by identity. */
+  readonly lent: Set<Uint8Array>
+  /** Something may keep a view of it that is not counted: never used again. */
+  pinned: boolean
+  /** No longer the slab reads land in. */
+  retired: boolean
+}
+
+const pool: Array<Buffer> = []
+const owners = new WeakMap<ArrayBufferLike, Slab>()
+const landing = Buffer.allocUnsafeSlow(LANDING_BYTES)
+let reused = 0
+let copied = 0
+
+/** A slab of `size` bytes for one use, never pooled. */
+const oversized = (size: number): Slab => {
+  const slab: Slab = { buffer: Buffer.allocUnsafeSlow(size), lent: new Set(), pinned: true, retired: false }
+  owners.set(slab.buffer.buffer, slab)
+  return slab
+}
+
+const take = (): Slab => {
+  let buffer = pool.pop()
+  if (buffer === undefined) buffer = Buffer.allocUnsafeSlow(SLAB_BYTES)
+  else reused++
+  const slab: Slab = { buffer, lent: new Set(), pinned: false, retired: false }
+  owners.set(buffer.buffer, slab)
+  return slab
+}
+
+/** Back to the pool once retired, with nothing lent and nothing uncounted. */
+const settle = (slab: Slab): void => {
+  if (!slab.retired || slab.pinned || slab.lent.size > 0) return
+  // pinned from here on, as it is no longer this slab's buffer: a second settle must not pool it again
+  slab.pinned = true
+  owners.delete(slab.buffer.buffer)
+  if (pool.length < POOL_SLABS) pool.push(slab.buffer)
+}
+
+/** ssh2's connection and protocol as far as this module relies on them (checked before use). */
+interface Ssh2ConnectionInternals {
+  readonly _protocol?: {
+    readonly _decipher?: Ssh2Decipher
+    readonly _handlers?: Record<string, unknown>
+  }
+  readonly _chanMgr?: { readonly get?: (id: number) => unknown }
+}
+
+/** The slab being fed to ssh2 right now (feeding is synchronous): what its payloads come from. */
+let feeding: Slab | undefined = undefined
+/** `_onPayload` wrappers installed on deciphers. */
+const wrappers = new WeakSet<object>()
+/** Channels whose reader hands back every chunk it gets (`lendTo`). */
+const borrowers = new WeakSet<object>()
+
+/** Pins the slab being fed when a payload other than channel data or a window adjustment comes out of it. */
+const watch = (decipher: Ssh2Decipher): void => {
+  if (wrappers.has(decipher._onPayload)) return
+  const onPayload = decipher._onPayload
+  const watched = (payload: Buffer) => {
+    if (feeding !== undefined && payload[0] !== CHANNEL_DATA && payload[0] !== CHANNEL_WINDOW_ADJUST) {
+      feeding.pinned = true
+    }
+    return onPayload(payload)
+  }
+  wrappers.add(watched)
+  decipher._onPayload = watched
+}
+
+interface Reader {
+  readonly socket: Net.Socket
+  connection: Ssh2ConnectionInternals | undefined
+  /** The slab reads land in; undefined while they land in the shared buffer. */
+  slab: Slab | undefined
+  /** `slab.buffer[start, end)`: read, not yet fed (at most a packet, unless the socket is paused). */
+  start: number
+  end: number
+  /** Copies of small reads that came while the socket was paused. */
+  readonly queue: Array<Buffer>
+}
+
+const readers = new WeakMap<object, Reader>()
+
+const retire = (slab: Slab): void => {
+  slab.retired = true
+  settle(slab)
+}
+
+/** Hands `chunk` to ssh2 (the socket's "data" listeners), and pins its slab if anything of it may be kept uncounted. */
+const feed = (reader: Reader, chunk: Buffer, slab: Slab | undefined): void => {
+  const protocol = reader.connection?._protocol
+  const decipher = protocol?._decipher
+  if (slab !== undefined) {
+    if (decipher !== undefined && canFrame(decipher)) watch(decipher)
+    else slab.pinned = true
+  }
+  feeding = slab
+  try {
+    reader.socket.emit("data", chunk)
+  } finally {
+    feeding = undefined
+  }
+  if (slab === undefined) return
+  // a new decipher (a key exchange ended in this chunk), or one left inside a packet
+  const after = protocol?._decipher
+  if (after !== decipher || !betweenPackets(after) || !wrappers.has(after!._onPayload)) slab.pinned = true
+}
+
+const paused = (reader: Reader): boolean =>
+  reader.socket.readableFlowing !== true || reader.queue.length > 0 || reader.socket.destroyed
+
+/**
+ * Feeds the whole packets read into the slab so far, one run at a time until none is left (a
+ * run ends where the decipher's state must be read again). False once the socket is paused.
+ */
+const pump = (reader: Reader): boolean => {
+  for (;;) {
+    if (paused(reader)) return false
+    const slab = reader.slab
+    if (slab === undefined) return true
+    const end = wholeEnd(reader.connection?._protocol?._decipher, slab.buffer, reader.start, reader.end)
+    if (end === reader.start) return true
+    const chunk = slab.buffer.subarray(reader.start, end)
+    reader.start = end
+    feed(reader, chunk, slab)
+  }
+}
+
+/** After a pause: the small reads that came meanwhile, then what waits in the slab. */
+const resume = (reader: Reader): void => {
+  while (reader.queue.length > 0 && reader.socket.readableFlowing === true && !reader.socket.destroyed) {
+    feed(reader, reader.queue.shift()!, undefined)
+  }
+  pump(reader)
+}
+
+/** Where the next read lands. */
+const nextBuffer = (reader: Reader): Buffer => {
+  const slab = reader.slab
+  if (slab === undefined) return landing
+  if (SLAB_BYTES - reader.end < MIN_READ) {
+    const rest = reader.end - reader.start
+    // more than a packet waits only while the socket is paused: a slab of its own, not pooled
+    const next = rest + MIN_READ <= SLAB_BYTES ? take() : oversized(rest + MIN_READ)
+    slab.buffer.copy(next.buffer, 0, reader.start, reader.end)
+    retire(slab)
+    reader.slab = next
+    reader.start = 0
+    reader.end = rest
+    return next.buffer.subarray(rest)
+  }
+  return slab.buffer.subarray(reader.end)
+}
+
+const onRead = (reader: Reader, length: number): boolean => {
+  const slab = reader.slab
+  if (slab === undefined) {
+    // a copy: the landing buffer is the next read's
+    const chunk = Buffer.allocUnsafe(length)
+    landing.copy(chunk, 0, 0, length)
+    if (length === LANDING_BYTES) {
+      reader.slab = take()
+      reader.start = 0
+      reader.end = 0
+    }
+    if (paused(reader)) {
+      reader.queue.push(chunk)
+      return false
+    }
+    feed(reader, chunk, undefined)
+    return true
+  }
+  reader.end += length
+  const more = pump(reader)
+  if (length < SMALL_READ && reader.start === reader.end && reader.slab === slab) {
+    reader.slab = undefined
+    retire(slab)
+  }
+  return more
+}
+
+/**
+ * A socket on `accepted`'s connection whose reads land in slabs (see above), emitting "data" as
+ * the socket it replaces did. `accepted` must come from a server made with `pauseOnConnect`; it is
+ * not to be used afterwards. The new socket starts paused, as ssh2 expects of an injected one.
+ *
+ * @internal
+ */
+export const adopt = (accepted: Net.Socket): Net.Socket => {
+  const internals = accepted as unknown as { _handle: unknown; _server: unknown }
+  let reader: Reader | undefined = undefined
+  const socket: Net.Socket = new Net.Socket({
+    handle: internals._handle,
+    pauseOnCreate: true,
+    onread: {
+      buffer: () => (reader === undefined ? landing : nextBuffer(reader)),
+      callback: (length: number) => onRead(reader!, length)
+    }
+  } as Net.SocketConstructorOpts)
+  reader = { socket, connection: undefined, slab: undefined, start: 0, end: 0, queue: [] }
+  readers.set(socket, reader)
+  // the listening server counts its connections by their sockets' "close"
+  const adopted = socket as unknown as { _server: unknown }
+  adopted._server = internals._server
+  internals._server = null
+  internals._handle = null
+  socket.on("resume", () => resume(reader))
+  socket.once("close", () => {
+    if (reader.slab !== undefined) retire(reader.slab)
+    reader.slab = undefined
+  })
+  return socket
+}
+
+/**
+ * Lets the slabs of `socket` (made by `adopt`; any other socket is left alone) be used again under
+ * ssh2 `connection`: channel data to a channel that is not a borrower is copied, and payloads are
+ * watched. Until this is called every slab is pinned.
+ *
+ * @internal
+ */
+export const attach = (socket: Duplex, connection: ssh2.Connection): void => {
+  const reader = readers.get(socket)
+  if (reader === undefined) return
+  const internals = connection as unknown as Ssh2ConnectionInternals
+  const handlers = internals._protocol?._handlers
+  const channels = internals._chanMgr
+  const original = handlers?.CHANNEL_DATA
+  if (handlers === undefined || typeof original !== "function" || typeof channels?.get !== "function") return
+  handlers.CHANNEL_DATA = (protocol: unknown, recipient: number, data: Buffer) => {
+    const slab = owners.get(data.buffer)
+    if (slab === undefined) return original(protocol, recipient, data)
+    const entry = channels.get!(recipient) as { readonly _channel?: unknown } | null | undefined
+    // a session's data goes to the channel of its exec, shell or subsystem
+    const channel = entry?._channel ?? entry
+    if (typeof channel === "object" && channel !== null && borrowers.has(channel)) {
+      slab.lent.add(data)
+      return original(protocol, recipient, data)
+    }
+    copied += data.length
+    return original(protocol, recipient, Buffer.from(data))
+  }
+  reader.connection = internals
+}
+
+/**
+ * Marks `channel` as one whose single reader copies out every chunk it gets and hands it back with
+ * `giveBack`: its channel data may be lent views of a slab.
+ *
+ * @internal
+ */
+export const lendTo = (channel: object): void => {
+  borrowers.add(channel)
+}
+
+/**
+ * Hands back a chunk of channel data lent by a slab (anything else is ignored), once nothing refers
+ * to its bytes.
+ *
+ * @internal
+ */
+export const giveBack = (chunk: Uint8Array): void => {
+  const slab = owners.get(chunk.buffer)
+  if (slab === undefined || !slab.lent.delete(chunk)) return
+  settle(slab)
+}
+
+/** Slabs taken from the pool, and bytes of channel data copied out of slabs, since the process started. @internal */
+export const stats = (): { readonly pooled: number; readonly reused: number; readonly copied: number } => ({
+  pooled: pool.length,
+  reused,
+  copied
+})
