@@ -533,11 +533,12 @@ const main = Effect.gen(function*() {
     "(SftpClient's rows: its child, bench/sftpChild.ts; our listener: the bench's). A round with a run of them is V8",
     "(Node 20) on a small heap counting the ArrayBuffers a transfer allocates against its old-generation limit (with a",
     "70 MB live heap they were rare), rather than our code doing more work; a run leaves the limit small for the transfer",
-    "after it. The transfers that allocate are SftpClient.readStream (its chunks are the consumer's) and uploads to our",
-    "listener (Node allocates each socket read). V8 also pretenures Effect's Chunk objects, which then keep readStream's",
-    "chunks alive until the next full GC. The reference row under readStream is not ours: after it in each round, the",
-    "same bytes from a tmpfs file on the host through @effect/platform's FileSystem.stream (chunks of SftpClient's read",
-    "length), consumed the same way: no SSH, no sandbox, the same GCs.",
+    "after it. The transfer that allocates is SftpClient.readStream (its chunks are the consumer's); uploads to our",
+    "listener land in reused slabs (src/internal/transport/inboundBuffers.ts), not a fresh buffer per socket read. V8",
+    "also pretenures Effect's Chunk objects, which then keep readStream's chunks alive until the next full GC. The",
+    "reference row under readStream is not ours: after it in each round, the same bytes from a tmpfs file on the host",
+    "through @effect/platform's FileSystem.stream (chunks of SftpClient's read length), consumed the same way: no SSH,",
+    "no sandbox, the same GCs.",
     "",
     "spread (p10 / median / p90, n):"
   ]
