@@ -12,7 +12,9 @@
  *
  * How:
  * - `adopt` takes over the accepted socket's handle with Node's `onread` option: each read lands
- *   at the end of the connection's current slab. While reads are small (a terminal, the
+ *   at the end of the connection's current slab. (It moves Node's private `_handle` and `_server`
+ *   to a new socket made with `pauseOnCreate`, as `net.Server`'s `pauseOnConnect` does; a Node
+ *   whose handle lacks what this needs keeps the accepted socket as it is.) While reads are small (a terminal, the
  *   handshake) they land in one buffer shared by all connections and are copied out at once, so
  *   that an idle connection holds no slab; a read that fills it switches the connection to slabs,
  *   and a small read with nothing left over switches it back.
@@ -245,9 +247,12 @@ const onRead = (reader: Reader, length: number): boolean => {
  */
 export const adopt = (accepted: Net.Socket): Net.Socket => {
   const internals = accepted as unknown as { _handle: unknown; _server: unknown }
+  const handle = internals._handle as { readonly readStart?: unknown; readonly useUserBuffer?: unknown } | null
+  // another Node's layout, or a connection already gone: the socket as it is (it reads as before)
+  if (typeof handle?.readStart !== "function" || typeof handle.useUserBuffer !== "function") return accepted
   let reader: Reader | undefined = undefined
   const socket: Net.Socket = new Net.Socket({
-    handle: internals._handle,
+    handle,
     pauseOnCreate: true,
     onread: {
       buffer: () => (reader === undefined ? landing : nextBuffer(reader)),
