@@ -274,6 +274,18 @@ export const adopt = (accepted: Net.Socket): Net.Socket => {
   return socket
 }
 
+/** The channel ssh2 hands `recipient`'s data to (for a session, its exec's, shell's or subsystem's). */
+const channelOf = (channels: { readonly get?: (id: number) => unknown }, recipient: number): object => {
+  let entry: unknown
+  try {
+    entry = channels.get!(recipient)
+  } catch {
+    return {} // an id ssh2 refuses to look up (≥ 2^32 - 1): ssh2's handler deals with it
+  }
+  const channel = (entry as { readonly _channel?: unknown } | null | undefined)?._channel ?? entry
+  return typeof channel === "object" && channel !== null ? channel : {}
+}
+
 /**
  * Lets the slabs of `socket` (made by `adopt`; any other socket is left alone) be used again under
  * ssh2 `connection`: channel data to a channel that is not a borrower is copied, and payloads are
@@ -292,10 +304,7 @@ export const attach = (socket: Duplex, connection: ssh2.Connection): void => {
   handlers.CHANNEL_DATA = (protocol: unknown, recipient: number, data: Buffer) => {
     const slab = owners.get(data.buffer)
     if (slab === undefined) return original(protocol, recipient, data)
-    const entry = channels.get!(recipient) as { readonly _channel?: unknown } | null | undefined
-    // a session's data goes to the channel of its exec, shell or subsystem
-    const channel = entry?._channel ?? entry
-    if (typeof channel === "object" && channel !== null && borrowers.has(channel)) {
+    if (borrowers.has(channelOf(channels, recipient))) {
       slab.lent.add(data)
       return original(protocol, recipient, data)
     }
