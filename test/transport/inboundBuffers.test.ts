@@ -9,7 +9,6 @@ import * as Effect from "effect/Effect"
 import { createHash, randomBytes } from "node:crypto"
 import * as fs from "node:fs"
 import * as Path from "node:path"
-import ssh2CryptoModule from "ssh2/lib/protocol/crypto.js"
 import * as InboundBuffers from "../../src/internal/transport/inboundBuffers.js"
 import * as WholePackets from "../../src/internal/transport/wholePackets.js"
 import * as LocalSandbox from "../../src/LocalSandbox.js"
@@ -17,45 +16,14 @@ import { listenForOpenSsh, makeOpenSshSetup, run } from "../support/openssh.js"
 
 const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex")
 
-interface Ssh2Crypto {
-  readonly CIPHER_INFO: Record<string, { keyLen: number; ivLen: number }>
-  readonly MAC_INFO: Record<string, { len: number }>
-  readonly createCipher: (config: unknown) => { allocPacket(n: number): Buffer; encrypt(p: Buffer): void }
-  readonly createDecipher: (config: unknown) => WholePackets.Ssh2Decipher & {
-    decrypt(data: Buffer, start: number, end: number): void
-  }
-}
-const ssh2Crypto = ssh2CryptoModule as Ssh2Crypto
-
-/** ssh2's cipher and decipher for `name` with one key; `packets` encrypts payloads of the given sizes. */
+/** ssh2's cipher and decipher for `name`; `packets` encrypts payloads of the given sizes, filled with their size. */
 const pairFor = (name: string) => {
-  const info = ssh2Crypto.CIPHER_INFO[name]!
-  const key = Buffer.alloc(info.keyLen, 1)
-  const iv = Buffer.alloc(info.ivLen, 2)
   const wire: Array<Buffer> = []
-  const cipher = ssh2Crypto.createCipher({
-    outbound: {
-      onWrite: (p: Buffer) => wire.push(Buffer.from(p)),
-      cipherInfo: info,
-      cipherKey: key,
-      cipherIV: iv,
-      seqno: 0,
-      macInfo: ssh2Crypto.MAC_INFO["hmac-sha2-256"],
-      macKey: Buffer.alloc(32)
-    }
-  })
   const payloads: Array<Buffer> = []
-  const decipher = ssh2Crypto.createDecipher({
-    inbound: {
-      onPayload: (p: Buffer) => void payloads.push(Buffer.from(p)),
-      decipherInfo: info,
-      decipherKey: key,
-      decipherIV: iv,
-      seqno: 0,
-      macInfo: ssh2Crypto.MAC_INFO["hmac-sha2-256"],
-      macKey: Buffer.alloc(32)
-    }
-  })
+  const { cipher, decipher } = WholePackets.ssh2Pair(name, {
+    onWrite: (packet) => wire.push(Buffer.from(packet)),
+    onPayload: (payload) => payloads.push(Buffer.from(payload))
+  })!
   const packets = (sizes: ReadonlyArray<number>) => {
     wire.length = 0
     for (const size of sizes) {

@@ -42,6 +42,7 @@ interface CipherInfo {
 
 interface Ssh2Crypto {
   readonly CIPHER_INFO: Readonly<Record<string, CipherInfo>>
+  readonly MAC_INFO: Readonly<Record<string, { readonly len: number }>>
   readonly createCipher: (config: unknown) => {
     allocPacket(payloadLength: number): Buffer
     encrypt(packet: Buffer): void
@@ -72,14 +73,20 @@ interface Layout {
 
 const isCount = (value: unknown): value is number => typeof value === "number" && Number.isInteger(value)
 
+/**
+ * Bytes still to come of the current packet, from a decipher's length (`len`), how many of the 4
+ * length bytes it has (`lengthBytes`), how much of the packet (`packetBytes`) and of the tag
+ * (`tagBytes`); -1 when a field is not a count or the length is not known yet.
+ */
+const remainingFrom = (len: unknown, lengthBytes: unknown, packetBytes: unknown, tagBytes: unknown): number => {
+  if (!isCount(len) || !isCount(lengthBytes) || !isCount(packetBytes) || !isCount(tagBytes)) return -1
+  if (lengthBytes === 0) return packetBytes === 0 && tagBytes === 0 ? 0 : -1
+  if (lengthBytes < 4) return -1
+  return len - packetBytes + TAG - tagBytes
+}
+
 const gcm: Layout = {
-  remaining: (d) => {
-    const { _len, _lenBytes, _pktLen, _tagPos } = d
-    if (!isCount(_len) || !isCount(_lenBytes) || !isCount(_pktLen) || !isCount(_tagPos)) return -1
-    if (_lenBytes === 0) return _pktLen === 0 && _tagPos === 0 ? 0 : -1
-    if (_lenBytes < 4) return -1
-    return _len - _pktLen + TAG - _tagPos
-  },
+  remaining: (d) => remainingFrom(d._len, d._lenBytes, d._pktLen, d._tagPos),
   // the length is in the clear (it is authenticated, not encrypted)
   length: (_d, bytes, at) => bytes.readUInt32BE(at)
 }
@@ -87,13 +94,7 @@ const gcm: Layout = {
 const lengthBytes = Buffer.alloc(4)
 
 const chacha: Layout = {
-  remaining: (d) => {
-    const { _len, _lenPos, _pktLen, _macPos } = d
-    if (!isCount(_len) || !isCount(_lenPos) || !isCount(_pktLen) || !isCount(_macPos)) return -1
-    if (_lenPos === 0) return _pktLen === 0 && _macPos === 0 ? 0 : -1
-    if (_lenPos < 4) return -1
-    return _len - _pktLen + TAG - _macPos
-  },
+  remaining: (d) => remainingFrom(d._len, d._lenPos, d._pktLen, d._macPos),
   // the length is encrypted under the packet's sequence number, with a key of its own
   length: (d, bytes, at, ahead) => {
     bytes.copy(lengthBytes, 0, at, at + 4)
@@ -127,6 +128,50 @@ const wholeEndWith = (layout: Layout, decipher: Ssh2Decipher, bytes: Buffer, sta
   return at
 }
 
+/**
+ * ssh2's cipher and decipher for `name` under one key, as the two ends of a connection have them
+ * (an HMAC for a cipher that needs one), or `undefined` for a name ssh2 does not know: for the
+ * check below, and for tests.
+ *
+ * @internal
+ */
+export const ssh2Pair = (
+  name: string,
+  ends: {
+    readonly onWrite: (packet: Buffer) => void
+    readonly onPayload: (payload: Buffer) => void
+    readonly seqno?: number
+  }
+) => {
+  const info = ssh2Crypto.CIPHER_INFO[name]
+  const mac = ssh2Crypto.MAC_INFO["hmac-sha2-256"]
+  if (info === undefined || mac === undefined) return undefined
+  const keys = {
+    seqno: ends.seqno ?? 0,
+    macInfo: mac,
+    macKey: Buffer.alloc(mac.len, 5)
+  }
+  const key = Buffer.alloc(info.keyLen, 7)
+  const iv = Buffer.alloc(info.ivLen, 3)
+  return {
+    cipher: ssh2Crypto.createCipher({
+      outbound: { ...keys, onWrite: ends.onWrite, cipherInfo: info, cipherKey: key, cipherIV: iv }
+    }),
+    decipher: ssh2Crypto.createDecipher({
+      inbound: {
+        ...keys,
+        // whatever it returns: ssh2 takes a value as where to stop parsing
+        onPayload: (payload: Buffer) => {
+          ends.onPayload(payload)
+        },
+        decipherInfo: info,
+        decipherKey: key,
+        decipherIV: iv
+      }
+    })
+  }
+}
+
 /** The decipher classes that checked out, with their layout; classes that did not, as undefined. */
 const checked = new Map<unknown, Layout | undefined>()
 
@@ -142,31 +187,15 @@ const CANDIDATES: ReadonlyArray<readonly [name: string, layout: Layout]> = [
  * out, in order and intact, with the decipher between packets after each feed?
  */
 const checksOut = (name: string, layout: Layout): unknown => {
-  const info = ssh2Crypto.CIPHER_INFO[name]
-  if (info === undefined || info.authLen !== TAG) return undefined
-  const key = Buffer.alloc(info.keyLen, 7)
-  const iv = Buffer.alloc(info.ivLen, 3)
-  const sent: Array<Buffer> = []
+  if (ssh2Crypto.CIPHER_INFO[name]?.authLen !== TAG) return undefined
   const wire: Array<Buffer> = []
-  const cipher = ssh2Crypto.createCipher({
-    outbound: {
-      onWrite: (packet: Buffer) => wire.push(Buffer.from(packet)),
-      cipherInfo: info,
-      cipherKey: key,
-      cipherIV: iv,
-      seqno: 5
-    }
-  })
   const received: Array<Buffer> = []
-  const decipher = ssh2Crypto.createDecipher({
-    inbound: {
-      onPayload: (payload: Buffer) => void received.push(Buffer.from(payload)),
-      decipherInfo: info,
-      decipherKey: key,
-      decipherIV: iv,
-      seqno: 5
-    }
-  })
+  const { cipher, decipher } = ssh2Pair(name, {
+    onWrite: (packet) => wire.push(Buffer.from(packet)),
+    onPayload: (payload) => received.push(Buffer.from(payload)),
+    seqno: 5
+  })!
+  const sent: Array<Buffer> = []
   try {
     for (const size of [1, 15, 16, 32768, 300, 32768 + 13]) {
       const payload = Buffer.alloc(size, size & 0xff)
