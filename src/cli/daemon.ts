@@ -24,6 +24,7 @@ import * as net from "node:net"
 import * as Path from "node:path"
 import { validTimeout } from "../internal/options.js"
 import * as InboundBuffers from "../internal/transport/inboundBuffers.js"
+import * as PacketBuffers from "../internal/transport/packetBuffers.js"
 import * as SandboxSsh from "../SandboxSsh.js"
 import { InvalidOptionError, SandboxError } from "../SshError.js"
 import type * as SshKeys from "../SshKeys.js"
@@ -196,6 +197,7 @@ const listen = (temporary: string, events: Queue.Queue<Event>) =>
         // paused on connect: `InboundBuffers.adopt` takes the connection over before its first read
         const server = net.createServer({ pauseOnConnect: true }, (accepted) => {
           const socket = InboundBuffers.adopt(accepted)
+          PacketBuffers.recycleOn(socket)
           socket.on("error", ignore)
           pending.add(socket)
           Queue.unsafeOffer(events, { _tag: "Connection", socket })
