@@ -8,10 +8,12 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import { createHash, randomBytes } from "node:crypto"
 import * as fs from "node:fs"
+import * as Net from "node:net"
 import * as Path from "node:path"
 import * as InboundBuffers from "../../src/internal/transport/inboundBuffers.js"
 import * as WholePackets from "../../src/internal/transport/wholePackets.js"
 import * as LocalSandbox from "../../src/LocalSandbox.js"
+import { waitUntil } from "../local/support.js"
 import { listenForOpenSsh, makeOpenSshSetup, run } from "../support/openssh.js"
 
 const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex")
@@ -87,6 +89,67 @@ describe("WholePackets", () => {
       assert.strictEqual(WholePackets.wholeEnd(decipher, bad, 0, 64), 64)
     }
   )
+})
+
+/** A loopback server whose connections `adopt` takes over, a client connected to it, and what the adopted socket emits. */
+const adoptedPair = Effect.acquireRelease(
+  Effect.async<{ client: Net.Socket; adopted: Net.Socket; received: Array<Buffer>; server: Net.Server }>((resume) => {
+    const received: Array<Buffer> = []
+    const server = Net.createServer({ pauseOnConnect: true }, (accepted) => {
+      const adopted = InboundBuffers.adopt(accepted)
+      assert.notStrictEqual(adopted, accepted)
+      adopted.on("data", (chunk: Buffer) => received.push(Buffer.from(chunk)))
+      adopted.resume()
+      resume(Effect.succeed({ client, adopted, received, server }))
+    })
+    let client: Net.Socket
+    server.listen(0, "127.0.0.1", () => {
+      client = Net.connect((server.address() as Net.AddressInfo).port, "127.0.0.1")
+    })
+  }),
+  ({ adopted, client, server }) =>
+    Effect.sync(() => {
+      client.destroy()
+      adopted.destroy()
+      server.close()
+    })
+)
+
+describe("InboundBuffers.adopt", () => {
+  it.scopedLive("emits every byte in order across small reads, slabs and a pause; its server closes after it", () =>
+    Effect.gen(function*() {
+      const { adopted, client, received, server } = yield* adoptedPair
+      const sent: Array<Buffer> = []
+      const send = (bytes: Buffer) => {
+        sent.push(bytes)
+        client.write(bytes)
+      }
+      const all = () => Buffer.concat(received).length === Buffer.concat(sent).length
+      // small (the shared landing buffer), then large (slabs, across several), then small again
+      send(randomBytes(100))
+      yield* waitUntil(all, "the first bytes")
+      send(randomBytes(5 * 1024 * 1024 + 17))
+      yield* waitUntil(all, "5 MiB")
+      send(randomBytes(10))
+      yield* waitUntil(all, "10 more bytes")
+      // paused: nothing is emitted until it resumes, and then nothing is lost
+      adopted.pause()
+      const before = Buffer.concat(received).length
+      send(randomBytes(3 * 1024 * 1024))
+      yield* Effect.sleep("200 millis")
+      assert.strictEqual(Buffer.concat(received).length, before)
+      adopted.resume()
+      yield* waitUntil(all, "3 MiB after the pause")
+      assert.isTrue(Buffer.concat(received).equals(Buffer.concat(sent)))
+      // the server counts the adopted socket as its connection: it closes once that one is gone
+      client.destroy()
+      adopted.destroy()
+      yield* Effect.async<void>((resume) => {
+        server.close(() => resume(Effect.void))
+      }).pipe(
+        Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => new Error("the server did not close") })
+      )
+    }))
 })
 
 describe("InboundBuffers", () => {

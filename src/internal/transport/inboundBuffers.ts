@@ -71,13 +71,6 @@ const landing = Buffer.allocUnsafeSlow(LANDING_BYTES)
 let reused = 0
 let copied = 0
 
-/** A slab of `size` bytes for one use, never pooled. */
-const oversized = (size: number): Slab => {
-  const slab: Slab = { buffer: Buffer.allocUnsafeSlow(size), lent: new Set(), pinned: true, retired: false }
-  owners.set(slab.buffer.buffer, slab)
-  return slab
-}
-
 const take = (): Slab => {
   let buffer = pool.pop()
   if (buffer === undefined) buffer = Buffer.allocUnsafeSlow(SLAB_BYTES)
@@ -131,11 +124,9 @@ interface Reader {
   connection: Ssh2ConnectionInternals | undefined
   /** The slab reads land in; undefined while they land in the shared buffer. */
   slab: Slab | undefined
-  /** `slab.buffer[start, end)`: read, not yet fed (at most a packet, unless the socket is paused). */
+  /** `slab.buffer[start, end)`: read, not yet fed (less than a packet: at most ssh2's 35,020 bytes). */
   start: number
   end: number
-  /** Copies of small reads that came while the socket was paused. */
-  readonly queue: Array<Buffer>
 }
 
 const readers = new WeakMap<object, Reader>()
@@ -165,32 +156,22 @@ const feed = (reader: Reader, chunk: Buffer, slab: Slab | undefined): void => {
   if (after !== decipher || !betweenPackets(after) || !wrappers.has(after!._onPayload)) slab.pinned = true
 }
 
-const paused = (reader: Reader): boolean =>
-  reader.socket.readableFlowing !== true || reader.queue.length > 0 || reader.socket.destroyed
-
 /**
- * Feeds the whole packets read into the slab so far, one run at a time until none is left (a
- * run ends where the decipher's state must be read again). False once the socket is paused.
+ * Feeds the whole packets read into the slab so far, one run at a time until none is left (a run
+ * ends where the decipher's state must be read again).
+ *
+ * A paused socket gets no reads (Node stops reading an `onread` socket on `pause`), and ssh2
+ * pauses its socket only before it starts parsing: nothing waits here for a `resume`.
  */
-const pump = (reader: Reader): boolean => {
-  for (;;) {
-    if (paused(reader)) return false
-    const slab = reader.slab
-    if (slab === undefined) return true
+const pump = (reader: Reader): void => {
+  const slab = reader.slab!
+  while (!reader.socket.destroyed) {
     const end = wholeEnd(reader.connection?._protocol?._decipher, slab.buffer, reader.start, reader.end)
-    if (end === reader.start) return true
+    if (end === reader.start) return
     const chunk = slab.buffer.subarray(reader.start, end)
     reader.start = end
     feed(reader, chunk, slab)
   }
-}
-
-/** After a pause: the small reads that came meanwhile, then what waits in the slab. */
-const resume = (reader: Reader): void => {
-  while (reader.queue.length > 0 && reader.socket.readableFlowing === true && !reader.socket.destroyed) {
-    feed(reader, reader.queue.shift()!, undefined)
-  }
-  pump(reader)
 }
 
 /** Where the next read lands. */
@@ -199,8 +180,7 @@ const nextBuffer = (reader: Reader): Buffer => {
   if (slab === undefined) return landing
   if (SLAB_BYTES - reader.end < MIN_READ) {
     const rest = reader.end - reader.start
-    // more than a packet waits only while the socket is paused: a slab of its own, not pooled
-    const next = rest + MIN_READ <= SLAB_BYTES ? take() : oversized(rest + MIN_READ)
+    const next = take()
     slab.buffer.copy(next.buffer, 0, reader.start, reader.end)
     retire(slab)
     reader.slab = next
@@ -211,7 +191,7 @@ const nextBuffer = (reader: Reader): Buffer => {
   return slab.buffer.subarray(reader.end)
 }
 
-const onRead = (reader: Reader, length: number): boolean => {
+const onRead = (reader: Reader, length: number): void => {
   const slab = reader.slab
   if (slab === undefined) {
     // a copy: the landing buffer is the next read's
@@ -222,20 +202,15 @@ const onRead = (reader: Reader, length: number): boolean => {
       reader.start = 0
       reader.end = 0
     }
-    if (paused(reader)) {
-      reader.queue.push(chunk)
-      return false
-    }
     feed(reader, chunk, undefined)
-    return true
+    return
   }
   reader.end += length
-  const more = pump(reader)
+  pump(reader)
   if (length < SMALL_READ && reader.start === reader.end && reader.slab === slab) {
     reader.slab = undefined
     retire(slab)
   }
-  return more
 }
 
 /**
@@ -256,17 +231,18 @@ export const adopt = (accepted: Net.Socket): Net.Socket => {
     pauseOnCreate: true,
     onread: {
       buffer: () => (reader === undefined ? landing : nextBuffer(reader)),
-      callback: (length: number) => onRead(reader!, length)
+      callback: (length: number) => {
+        onRead(reader!, length)
+      }
     }
   } as Net.SocketConstructorOpts)
-  reader = { socket, connection: undefined, slab: undefined, start: 0, end: 0, queue: [] }
+  reader = { socket, connection: undefined, slab: undefined, start: 0, end: 0 }
   readers.set(socket, reader)
   // the listening server counts its connections by their sockets' "close"
   const adopted = socket as unknown as { _server: unknown }
   adopted._server = internals._server
   internals._server = null
   internals._handle = null
-  socket.on("resume", () => resume(reader))
   socket.once("close", () => {
     if (reader.slab !== undefined) retire(reader.slab)
     reader.slab = undefined
