@@ -1,23 +1,23 @@
 /**
- * Buffers for what the peer of a TCP connection sends: during an upload its SSH packets land in
- * 1 MiB slabs that are used again, rather than in a fresh 64 KiB buffer per socket read plus
- * ssh2's copy of every packet that straddles two reads.
+ * Buffers for what the peer of a connection to our listener (TCP, or the daemon's Unix socket)
+ * sends: during an upload its SSH packets land in 1 MiB slabs that are used again, rather than in
+ * a fresh 64 KiB buffer per socket read plus ssh2's copy of every packet that straddles two reads.
  *
  * Why: V8 (Node 20) starts a full garbage collection once the ArrayBuffers allocated since the
  * last one pass a limit that is small when the heap is small, and an upload allocated the whole
  * transfer 1.5 times over (the reads, and the copies of straddling packets). A process in that
  * state did 14–22 full collections per 256 MiB uploaded by OpenSSH `sftp` and took 700–830 ms
  * instead of 360–450 (`scratchpad/sftp/getab.ts … put` after a forced GC); with slabs used again,
- * 2 collections and 390–430 ms (figures in the note of the session that made this).
+ * 2 collections and 380–465 ms.
  *
  * How:
  * - `adopt` takes over the accepted socket's handle with Node's `onread` option: each read lands
  *   at the end of the connection's current slab. (It moves Node's private `_handle` and `_server`
  *   to a new socket made with `pauseOnCreate`, as `net.Server`'s `pauseOnConnect` does; a Node
- *   whose handle lacks what this needs keeps the accepted socket as it is.) While reads are small (a terminal, the
- *   handshake) they land in one buffer shared by all connections and are copied out at once, so
- *   that an idle connection holds no slab; a read that fills it switches the connection to slabs,
- *   and a small read with nothing left over switches it back.
+ *   whose handle lacks what this needs keeps the accepted socket as it is.) While reads are small
+ *   (a terminal, the handshake) they land in one buffer shared by all connections and are copied
+ *   out at once, so that an idle connection holds no slab; a read that fills it switches the
+ *   connection to slabs, and a small read with nothing left over switches it back.
  * - ssh2 is fed up to the end of the last whole packet (`wholePackets.ts`): its decipher then
  *   decrypts every packet in place and copies none. The rest waits for the next read, which lands
  *   right after it; at the end of a slab it is copied to the start of the next one.
