@@ -194,9 +194,8 @@ const listen = (temporary: string, events: Queue.Queue<Event>) =>
     const server = yield* Effect.acquireRelease(
       Effect.async<net.Server, SandboxError>((resume) => {
         fs.rmSync(temporary, { force: true }) // a leftover of a dead process with our pid
-        // paused on connect: `InboundBuffers.adopt` takes the connection over before its first read
-        const server = net.createServer({ pauseOnConnect: true }, (accepted) => {
-          const socket = InboundBuffers.adopt(accepted)
+        // the peer's bytes land in reused slabs (inboundBuffers.ts)
+        const server = InboundBuffers.createServer((socket) => {
           PacketBuffers.recycleOn(socket)
           socket.on("error", ignore)
           pending.add(socket)

@@ -15,9 +15,9 @@ import ssh2 from "ssh2"
 import type { Sandbox } from "../../Sandbox.js"
 import { ConnectionError } from "../../SshError.js"
 import type { KeyPair } from "../../SshKeys.js"
-import * as InboundBuffers from "../transport/inboundBuffers.js"
 import * as Padding from "../transport/padding.js"
 import type { Authorization } from "./authorization.js"
+import * as ChannelInput from "./channelInput.js"
 import { handleDirectTcpip } from "./forwarding.js"
 import { guardConnection, guardLogin } from "./guards.js"
 import { handleSession } from "./session.js"
@@ -101,7 +101,8 @@ export const serveTransport = (
         server.removeListener("connection", onConnection)
         // ssh2 leaves holes a hostile peer can use to exhaust memory (see guards.ts)
         guardConnection(connection, socket, runFork)
-        InboundBuffers.attach(socket, connection)
+        // after the guards: what they let through is lent or copied (and their own views are done)
+        ChannelInput.install(socket, connection)
         connection.on("error", (error) => {
           Deferred.unsafeDone(
             authenticated,

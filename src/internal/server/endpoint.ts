@@ -10,7 +10,7 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberSet from "effect/FiberSet"
 import * as Scope from "effect/Scope"
-import * as net from "node:net"
+import type * as net from "node:net"
 import type { Duplex } from "node:stream"
 import type { Sandbox } from "../../Sandbox.js"
 import { ConnectionError, KeyError, SandboxError, type SshError } from "../../SshError.js"
@@ -109,9 +109,8 @@ export const prepareServer = (
         const runFork = yield* FiberSet.makeRuntime<never>()
         const tcp = yield* Effect.acquireRelease(
           Effect.async<net.Server, SandboxError>((resume) => {
-            // paused on connect: `InboundBuffers.adopt` takes the connection over before its first read
-            const tcp = net.createServer({ pauseOnConnect: true }, (accepted) => {
-              const socket = InboundBuffers.adopt(accepted)
+            // the peer's bytes land in reused slabs (inboundBuffers.ts)
+            const tcp = InboundBuffers.createServer((socket) => {
               // ssh2 leaves Nagle on, which costs ~40 ms per exchange (FACTS.md).
               socket.setNoDelay(true)
               PacketBuffers.recycleOn(socket)

@@ -42,6 +42,16 @@ import type * as Scope from "effect/Scope"
 import type { Duplex } from "node:stream"
 import type * as ssh2 from "ssh2"
 import { ConnectionError } from "../../SshError.js"
+import {
+  type ChannelEntry,
+  channelEntry,
+  type Handler,
+  internalsOf,
+  isSession,
+  liveChannelOf,
+  remoteIdOf,
+  type WindowState
+} from "./ssh2Internals.js"
 
 /** @internal */
 export interface GuardOptions {
@@ -85,64 +95,8 @@ const OPEN_RESOURCE_SHORTAGE = 4
 /** Time given to a disconnect message to leave before the transport is destroyed. */
 const DISCONNECT_LINGER_MILLIS = 1000
 
-// --- the parts of ssh2's internals the guards use (ssh2 1.17: lib/server.js, lib/utils.js) ------
-
-interface WindowState {
-  id: number
-  window: number
-  state?: string
-}
-
-/** A `Channel`, or a server `Session` whose `_channel` exists once exec/shell/subsystem started. */
-interface ChannelEntry {
-  readonly constructor: { readonly name: string }
-  readonly incoming?: WindowState
-  readonly outgoing?: WindowState
-  readonly _channel?: ChannelEntry | undefined
-  readonly _chanInfo?: { readonly incoming: WindowState; readonly outgoing: WindowState }
-}
-
-interface ChannelManager {
-  _count: number
-  get(id: number): unknown
-  remove(id: number): void
-}
-
-type Handler = (...args: Array<any>) => void
-
-interface Protocol {
-  readonly _handlers: Record<string, Handler | undefined>
-  parse(chunk: Buffer, start: number, end: number): void
-  disconnect(reason: number): void
-  channelOpenFail(remote: number, reason: number, description: string): void
-  channelFailure(remote: number): void
-  channelClose(remote: number): void
-}
-
-interface Internals {
-  readonly _protocol: Protocol
-  readonly _chanMgr: ChannelManager
-}
-
-const internalsOf = (connection: ssh2.Connection): Internals | undefined => {
-  const candidate = connection as unknown as Partial<Internals>
-  return typeof candidate._protocol?._handlers === "object" && typeof candidate._chanMgr?.get === "function"
-    ? candidate as Internals
-    : undefined
-}
-
-const isSession = (entry: ChannelEntry): boolean => entry.constructor.name === "Session"
-
 /** The window state of the live channel `entry` stands for, or `undefined` (not started, gone). */
-const incomingOf = (entry: ChannelEntry | undefined): WindowState | undefined => {
-  if (entry === undefined) return undefined
-  if (isSession(entry)) return entry._channel?.incoming
-  return entry.incoming
-}
-
-/** The peer's id for the channel: where replies go. */
-const remoteIdOf = (entry: ChannelEntry): number | undefined =>
-  isSession(entry) ? entry._chanInfo?.outgoing.id : entry.outgoing?.id
+const incomingOf = (entry: ChannelEntry | undefined): WindowState | undefined => liveChannelOf(entry)?.incoming
 
 /**
  * Installs the connection-level guards on an ssh2 server connection served over `socket`. Call it
@@ -171,14 +125,7 @@ export const guardConnection = (
   const maxBacklog = options.maxOutputBacklog ?? DEFAULT_MAX_OUTPUT_BACKLOG
   let ended = false
 
-  const lookup = (id: unknown): ChannelEntry | undefined => {
-    try {
-      const entry = channels.get(id as number)
-      return typeof entry === "object" && entry !== null ? entry as ChannelEntry : undefined
-    } catch {
-      return undefined // an id ssh2 refuses to look up (≥ 2^32 - 1)
-    }
-  }
+  const lookup = (id: unknown): ChannelEntry | undefined => channelEntry(channels, id)
 
   const disconnect = (reason: number, detail: string) => {
     if (ended) return

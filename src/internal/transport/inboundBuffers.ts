@@ -23,21 +23,21 @@
  *   right after it; at the end of a slab it is copied to the start of the next one.
  * - What ssh2 makes of those bytes are views of the slab. A slab goes back to the pool only when
  *   none can be alive:
- *   - bulk channel data (`CHANNEL_DATA`) to a channel that hands its chunks back (`lendTo`, the
- *     SFTP server, which copies each one out as it arrives) is lent and counted until `giveBack`;
- *     to any other channel (a process's stdin, a forwarded socket, which may keep them) it is
- *     copied first;
+ *   - channel data (`CHANNEL_DATA`) is either lent (`lend`) and counted until `giveBack`, or
+ *     copied out (`ownCopy`). Which one is the server's choice per channel
+ *     (`server/channelInput.ts`): lent to the SFTP server, which copies each chunk out as it
+ *     arrives; copied for any other channel (a process's stdin, a forwarded socket), which may keep
+ *     it;
  *   - a slab that carried any other message (a key exchange keeps the peer's KEXINIT, user
  *     authentication its key) or was fed while ssh2's decipher was not one `wholePackets.ts`
  *     knows or ended inside a packet, is never used again: it is left to the garbage collector,
- *     as every read buffer was before.
+ *     as every read buffer was before. So is every slab of a socket `attach` was not called for.
  * The pool keeps at most `POOL_SLABS` slabs for the life of the process.
  *
  * @internal
  */
 import * as Net from "node:net"
 import type { Duplex } from "node:stream"
-import type * as ssh2 from "ssh2"
 import { betweenPackets, canFrame, type Ssh2Decipher, wholeEnd } from "./wholePackets.js"
 
 /** A slab's size. */
@@ -63,6 +63,8 @@ interface Slab {
   pinned: boolean
   /** No longer the slab reads land in. */
   retired: boolean
+  /** Back in the pool or dropped: this record is done with. */
+  settled: boolean
 }
 
 const pool: Array<Buffer> = []
@@ -75,35 +77,28 @@ const take = (): Slab => {
   let buffer = pool.pop()
   if (buffer === undefined) buffer = Buffer.allocUnsafeSlow(SLAB_BYTES)
   else reused++
-  const slab: Slab = { buffer, lent: new Set(), pinned: false, retired: false }
+  const slab: Slab = { buffer, lent: new Set(), pinned: false, retired: false, settled: false }
   owners.set(buffer.buffer, slab)
   return slab
 }
 
-/** Back to the pool once retired, with nothing lent and nothing uncounted. */
+/** Back to the pool once retired, with nothing lent and nothing uncounted; once. */
 const settle = (slab: Slab): void => {
-  if (!slab.retired || slab.pinned || slab.lent.size > 0) return
-  // pinned from here on, as it is no longer this slab's buffer: a second settle must not pool it again
-  slab.pinned = true
+  if (slab.settled || !slab.retired || slab.pinned || slab.lent.size > 0) return
+  slab.settled = true
   owners.delete(slab.buffer.buffer)
   if (pool.length < POOL_SLABS) pool.push(slab.buffer)
 }
 
-/** ssh2's connection and protocol as far as this module relies on them (checked before use). */
-interface Ssh2ConnectionInternals {
-  readonly _protocol?: {
-    readonly _decipher?: Ssh2Decipher
-    readonly _handlers?: Record<string, unknown>
-  }
-  readonly _chanMgr?: { readonly get?: (id: number) => unknown }
+/** ssh2's protocol object, as far as this module relies on it (checked before use). */
+interface Ssh2Protocol {
+  readonly _decipher?: Ssh2Decipher
 }
 
 /** The slab being fed to ssh2 right now (feeding is synchronous): what its payloads come from. */
 let feeding: Slab | undefined = undefined
 /** `_onPayload` wrappers installed on deciphers. */
 const wrappers = new WeakSet<object>()
-/** Channels whose reader hands back every chunk it gets (`lendTo`). */
-const borrowers = new WeakSet<object>()
 
 /** Pins the slab being fed when a payload other than channel data or a window adjustment comes out of it. */
 const watch = (decipher: Ssh2Decipher): void => {
@@ -121,7 +116,8 @@ const watch = (decipher: Ssh2Decipher): void => {
 
 interface Reader {
   readonly socket: Net.Socket
-  connection: Ssh2ConnectionInternals | undefined
+  /** The ssh2 protocol parsing what it reads, once `attach`ed. */
+  protocol: Ssh2Protocol | undefined
   /** The slab reads land in; undefined while they land in the shared buffer. */
   slab: Slab | undefined
   /** `slab.buffer[start, end)`: read, not yet fed (less than a packet: at most ssh2's 35,020 bytes). */
@@ -138,7 +134,7 @@ const retire = (slab: Slab): void => {
 
 /** Hands `chunk` to ssh2 (the socket's "data" listeners), and pins its slab if anything of it may be kept uncounted. */
 const feed = (reader: Reader, chunk: Buffer, slab: Slab | undefined): void => {
-  const protocol = reader.connection?._protocol
+  const protocol = reader.protocol
   const decipher = protocol?._decipher
   if (slab !== undefined) {
     if (decipher !== undefined && canFrame(decipher)) watch(decipher)
@@ -166,7 +162,7 @@ const feed = (reader: Reader, chunk: Buffer, slab: Slab | undefined): void => {
 const pump = (reader: Reader): void => {
   const slab = reader.slab!
   while (!reader.socket.destroyed) {
-    const end = wholeEnd(reader.connection?._protocol?._decipher, slab.buffer, reader.start, reader.end)
+    const end = wholeEnd(reader.protocol?._decipher, slab.buffer, reader.start, reader.end)
     if (end === reader.start) return
     const chunk = slab.buffer.subarray(reader.start, end)
     reader.start = end
@@ -236,7 +232,7 @@ export const adopt = (accepted: Net.Socket): Net.Socket => {
       }
     }
   } as Net.SocketConstructorOpts)
-  reader = { socket, connection: undefined, slab: undefined, start: 0, end: 0 }
+  reader = { socket, protocol: undefined, slab: undefined, start: 0, end: 0 }
   readers.set(socket, reader)
   // the listening server counts its connections by their sockets' "close"
   const adopted = socket as unknown as { _server: unknown }
@@ -250,54 +246,51 @@ export const adopt = (accepted: Net.Socket): Net.Socket => {
   return socket
 }
 
-/** The channel ssh2 hands `recipient`'s data to (for a session, its exec's, shell's or subsystem's). */
-const channelOf = (channels: { readonly get?: (id: number) => unknown }, recipient: number): object => {
-  let entry: unknown
-  try {
-    entry = channels.get!(recipient)
-  } catch {
-    return {} // an id ssh2 refuses to look up (≥ 2^32 - 1): ssh2's handler deals with it
-  }
-  const channel = (entry as { readonly _channel?: unknown } | null | undefined)?._channel ?? entry
-  return typeof channel === "object" && channel !== null ? channel : {}
-}
-
 /**
- * Lets the slabs of `socket` (made by `adopt`; any other socket is left alone) be used again under
- * ssh2 `connection`: channel data to a channel that is not a borrower is copied, and payloads are
- * watched. Until this is called every slab is pinned.
+ * A `net.Server` whose connections `adopt` takes over before their first read (it accepts them
+ * paused, as `adopt` needs); `onSocket` gets each adopted socket.
  *
  * @internal
  */
-export const attach = (socket: Duplex, connection: ssh2.Connection): void => {
+export const createServer = (onSocket: (socket: Net.Socket) => void): Net.Server =>
+  Net.createServer({ pauseOnConnect: true }, (accepted) => onSocket(adopt(accepted)))
+
+/**
+ * Lets the slabs of `socket` (made by `adopt`; for any other socket this does nothing and returns
+ * false) be used again once ssh2's `protocol` parses them. Until then every slab is pinned. The
+ * caller must already route every `CHANNEL_DATA` through `lend` or `ownCopy`.
+ *
+ * @internal
+ */
+export const attach = (socket: Duplex, protocol: object): boolean => {
   const reader = readers.get(socket)
-  if (reader === undefined) return
-  const internals = connection as unknown as Ssh2ConnectionInternals
-  const handlers = internals._protocol?._handlers
-  const channels = internals._chanMgr
-  const original = handlers?.CHANNEL_DATA
-  if (handlers === undefined || typeof original !== "function" || typeof channels?.get !== "function") return
-  handlers.CHANNEL_DATA = (protocol: unknown, recipient: number, data: Buffer) => {
-    const slab = owners.get(data.buffer)
-    if (slab === undefined) return original(protocol, recipient, data)
-    if (borrowers.has(channelOf(channels, recipient))) {
-      slab.lent.add(data)
-      return original(protocol, recipient, data)
-    }
-    copied += data.length
-    return original(protocol, recipient, Buffer.from(data))
-  }
-  reader.connection = internals
+  if (reader === undefined) return false
+  reader.protocol = protocol as Ssh2Protocol
+  return true
 }
 
 /**
- * Marks `channel` as one whose single reader copies out every chunk it gets and hands it back with
- * `giveBack`: its channel data may be lent views of a slab.
+ * Counts `chunk` as lent to a reader that will hand it back with `giveBack` (the very object), if
+ * it is a view of a slab; false for any other chunk.
  *
  * @internal
  */
-export const lendTo = (channel: object): void => {
-  borrowers.add(channel)
+export const lend = (chunk: Uint8Array): boolean => {
+  const slab = owners.get(chunk.buffer)
+  if (slab === undefined) return false
+  slab.lent.add(chunk)
+  return true
+}
+
+/**
+ * `chunk` itself, or a copy of it if it is a view of a slab: for a reader that may keep it.
+ *
+ * @internal
+ */
+export const ownCopy = (chunk: Buffer): Buffer => {
+  if (!owners.has(chunk.buffer)) return chunk
+  copied += chunk.length
+  return Buffer.from(chunk)
 }
 
 /**

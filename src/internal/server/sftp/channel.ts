@@ -18,10 +18,9 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import type * as ssh2 from "ssh2"
 import type { Sandbox, SandboxFileSystem } from "../../../Sandbox.js"
-import * as InboundBuffers from "../../transport/inboundBuffers.js"
-import * as PacketBuffers from "../../transport/packetBuffers.js"
 import { flushed } from "../../transport/writable.js"
 import { channelClosed } from "../channel.js"
+import * as ChannelInput from "../channelInput.js"
 import { serve } from "./server.js"
 
 /** @internal */
@@ -61,18 +60,15 @@ export const serveChannel = (channel: ssh2.ServerChannel, options: SftpChannelOp
       return
     }
     // ssh2's channel copies each write into its packets before it calls back; what it reads are
-    // views of the packets that carried them: on the in-process pair the sender's own, on a TCP
-    // connection a slab of `inboundBuffers.ts`, lent to this channel
-    InboundBuffers.lendTo(channel)
+    // views lent by the buffers they arrived in (`channelInput.ts`)
+    ChannelInput.lendTo(channel)
     yield* serve(channel, channel, {
       ...options,
       fs: fs.right,
       outputCopiesWrites: true,
       releaseInput: (chunk) => {
         // only when the server is the channel's one reader: no one else has seen the bytes yet
-        if (channel.listenerCount("data") !== 1) return
-        PacketBuffers.giveBack(chunk)
-        InboundBuffers.giveBack(chunk)
+        if (channel.listenerCount("data") === 1) ChannelInput.giveBack(chunk)
       }
     }).pipe(
       Effect.matchCauseEffect({
