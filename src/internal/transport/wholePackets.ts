@@ -233,13 +233,17 @@ const checksOut = (name: string, layout: Layout): unknown => {
 
 let probed = false
 
-const probe = (): void => {
-  if (probed) return
-  probed = true
-  for (const [name, layout] of CANDIDATES) {
-    const constructor = checksOut(name, layout)
-    if (constructor !== undefined) checked.set(constructor, layout)
+/** The layout of `decipher`'s class, checked on first use (`checksOut`), or undefined. */
+const layoutOf = (decipher: Ssh2Decipher | undefined): Layout | undefined => {
+  if (decipher === undefined) return undefined
+  if (!probed) {
+    probed = true
+    for (const [name, layout] of CANDIDATES) {
+      const constructor = checksOut(name, layout)
+      if (constructor !== undefined) checked.set(constructor, layout)
+    }
   }
+  return checked.get(decipher.constructor)
 }
 
 /**
@@ -247,11 +251,7 @@ const probe = (): void => {
  *
  * @internal
  */
-export const canFrame = (decipher: Ssh2Decipher | undefined): boolean => {
-  if (decipher === undefined) return false
-  probe()
-  return checked.get(decipher.constructor) !== undefined
-}
+export const canFrame = (decipher: Ssh2Decipher | undefined): boolean => layoutOf(decipher) !== undefined
 
 /**
  * The end of the last whole packet in `bytes[start, end)` for `decipher`, or `end` for a decipher
@@ -260,10 +260,8 @@ export const canFrame = (decipher: Ssh2Decipher | undefined): boolean => {
  * @internal
  */
 export const wholeEnd = (decipher: Ssh2Decipher | undefined, bytes: Buffer, start: number, end: number): number => {
-  if (decipher === undefined) return end
-  probe()
-  const layout = checked.get(decipher.constructor)
-  return layout === undefined ? end : wholeEndWith(layout, decipher, bytes, start, end)
+  const layout = layoutOf(decipher)
+  return layout === undefined ? end : wholeEndWith(layout, decipher!, bytes, start, end)
 }
 
 /**
@@ -273,8 +271,6 @@ export const wholeEnd = (decipher: Ssh2Decipher | undefined, bytes: Buffer, star
  * @internal
  */
 export const betweenPackets = (decipher: Ssh2Decipher | undefined): boolean => {
-  if (decipher === undefined) return false
-  probe()
-  const layout = checked.get(decipher.constructor)
-  return layout !== undefined && layout.remaining(decipher) === 0
+  const layout = layoutOf(decipher)
+  return layout !== undefined && layout.remaining(decipher!) === 0
 }
